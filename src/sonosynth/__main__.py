@@ -1,0 +1,5 @@
+"""`python -m sonosynth` runs the CLI (needed for `torchrun -m sonosynth ...`)."""
+
+from sonosynth.cli import main
+
+main()

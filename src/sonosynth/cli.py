@@ -1,0 +1,190 @@
+"""The `sonosynth` command: a thin layer that parses options, calls library functions, prints results."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from sonosynth import __version__
+from sonosynth.console import console, print_table
+from sonosynth.errors import SonosynthError
+
+app = typer.Typer(
+    help="sonosynth: train small generative models on few ultrasound images, synthesize the classes you lack, "
+    "and measure with a leakage-free protocol whether the synthetic images help a classifier.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+ingest_app = typer.Typer(help="Turn a dataset into PNG frames plus a manifest.csv.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _print_ingest_summary(manifest, report, out: Path) -> None:
+    from sonosynth.data.ingest import SKIPPED_FILENAME
+
+    if report.reused:
+        console.print(f"[yellow]{out} already holds this exact ingest; reusing it.[/] (--overwrite to redo)")
+    print_table(manifest.counts(), title=f"{len(manifest)} frames in {out}", index=True)
+    console.print(f"files read: {report.files_read}   files skipped: {len(report.skipped)}")
+    if report.skipped:
+        skipped = report.skip_reasons().rename_axis("reason").reset_index(name="files")
+        print_table(skipped, title=f"skipped files (details in {out / SKIPPED_FILENAME})")
+    for note, count in report.notes.items():
+        console.print(f"note: {note}: {count}")
+
+
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="output folder (created; built in a temporary folder first)")]
+OverwriteOption = Annotated[bool, typer.Option(help="replace an output folder that holds something else")]
+SizeOption = Annotated[int, typer.Option(help="side of the square output frames in pixels")]
+FpsOption = Annotated[float, typer.Option(help="frames per second sampled from videos, by timestamp")]
+
+
+@ingest_app.command("pocus")
+def ingest_pocus_command(
+    source: Annotated[Path, typer.Argument(help="the POCUS data folder (with dataset_metadata.csv)")],
+    out: OutOption,
+    fps: FpsOption = 3.0,
+    size: SizeOption = 256,
+    classes: Annotated[str, typer.Option(help="comma-separated classes; add 'viral' to keep viral pneumonia")] = (
+        "covid,pneumonia,healthy"
+    ),
+    exclude_licenses: Annotated[
+        str | None, typer.Option(help="regular expression on the License column, e.g. 'NC' drops non-commercial files")
+    ] = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Ingest the POCUS lung-ultrasound tree: clips sampled at --fps, stills once, cropped, grayscale, square."""
+    from sonosynth.data.pocus import PocusIngestOptions, ingest_pocus
+
+    options = PocusIngestOptions(fps=fps, size=size, classes=_split_list(classes), exclude_licenses=exclude_licenses)
+    manifest, report = ingest_pocus(source, out, options, overwrite=overwrite)
+    _print_ingest_summary(manifest, report, out)
+
+
+@ingest_app.command("folder")
+def ingest_folder_command(
+    source: Annotated[Path, typer.Argument(help="a folder with one sub-folder per class, or a CSV path,label[,patient_id]")],
+    out: OutOption,
+    fps: FpsOption = 3.0,
+    size: SizeOption = 256,
+    crop: Annotated[bool, typer.Option(help="crop to the ultrasound content before squaring")] = True,
+    classes: Annotated[str | None, typer.Option(help="comma-separated labels to keep (default: all)")] = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Ingest any class-folder tree or CSV listing of images and clips."""
+    from sonosynth.data.folder import FolderIngestOptions, ingest_folder
+
+    options = FolderIngestOptions(fps=fps, size=size, crop=crop, classes=_split_list(classes))
+    manifest, report = ingest_folder(source, out, options, overwrite=overwrite)
+    _print_ingest_summary(manifest, report, out)
+
+
+@app.command("split")
+def split_command(
+    manifest_path: Annotated[Path, typer.Argument(metavar="MANIFEST", help="manifest.csv (or its folder)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write folds.csv")],
+    folds: Annotated[int, typer.Option(help="number of folds")] = 5,
+    seed: Annotated[int, typer.Option(help="seed for the fold assignment and the minority ranks")] = 0,
+    minority: Annotated[str | None, typer.Option(help="class to subsample on the training side")] = None,
+    keep: Annotated[str, typer.Option(help="comma-separated fractions of minority patients to keep")] = "1.0",
+) -> None:
+    """Patient-level stratified k-fold split, with nested minority subsets (25% inside 50% inside ...)."""
+    from sonosynth.data.manifest import Manifest
+    from sonosynth.data.split import fold_summary, make_folds, mixed_label_patients, write_folds
+
+    keeps = [float(k) for k in _split_list(keep) or ["1.0"]]
+    if any(not 0 < k <= 1 for k in keeps):
+        raise typer.BadParameter("fractions must be in (0, 1]", param_hint="--keep")
+    manifest = Manifest.read(manifest_path)
+    table = make_folds(manifest, n_folds=folds, seed=seed, minority=minority)
+    write_folds(table, out)
+    print_table(fold_summary(manifest, table, keeps if minority else ()), title=f"{folds} patient-level folds -> {out}")
+    mixed = mixed_label_patients(manifest)
+    if mixed:
+        console.print(
+            f"note: {len(mixed)} patient(s) have images of several classes and stay whole in one fold: {', '.join(mixed)}"
+        )
+
+
+@app.command("phantom")
+def phantom_command(
+    out: OutOption,
+    patients: Annotated[str, typer.Option(help="patients per class: covid,pneumonia,healthy (or label=n,...)")] = "12,4,12",
+    frames: Annotated[int, typer.Option(help="frames per patient")] = 10,
+    size: Annotated[int, typer.Option(help="side of the square frames in pixels")] = 128,
+    seed: Annotated[int, typer.Option(help="seed; the same seed gives the same dataset")] = 0,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Simulate the embedded default dataset: convex-probe lung ultrasound with A-lines, B-lines, consolidations."""
+    from sonosynth.data.phantom_dataset import PhantomOptions, make_phantom_dataset, parse_patient_counts
+
+    try:
+        counts = parse_patient_counts(patients)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--patients") from exc
+    options = PhantomOptions(patients=counts, frames=frames, size=size, seed=seed)
+    manifest, report = make_phantom_dataset(out, options, overwrite=overwrite)
+    _print_ingest_summary(manifest, report, out)
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="demo run folder")] = Path("runs/demo"),
+) -> None:
+    """The main job on the embedded phantom data: phantom -> manifest -> patient-level folds -> summary."""
+    from sonosynth.demo import run_demo
+
+    result = run_demo(out)
+    print_table(result.manifest.counts(), title=f"phantom dataset: {len(result.manifest)} frames", index=True)
+    print_table(result.fold_summary, title=f"patient-level folds ({result.folds_path})")
+    console.print(f"[green]demo finished[/] in {result.seconds:.1f} s; outputs in {out}")
+
+
+@app.command("grid")
+def grid_command(
+    manifest_path: Annotated[Path, typer.Argument(metavar="MANIFEST", help="manifest.csv (or its folder)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write")],
+    per_class: Annotated[int, typer.Option(help="images per class (one row per class)")] = 6,
+    seed: Annotated[int, typer.Option(help="seed of the random draw")] = 0,
+    tile: Annotated[int, typer.Option(help="thumbnail side in pixels")] = 128,
+) -> None:
+    """Render a contact sheet of a manifest: a random draw of images, one row per class."""
+    from sonosynth.data.manifest import Manifest
+    from sonosynth.report.grid import manifest_grid, save_image
+
+    save_image(manifest_grid(Manifest.read(manifest_path), per_class=per_class, seed=seed, tile=tile), out)
+    console.print(f"wrote {out}")
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print the sonosynth version."""
+    console.print(__version__)
+
+
+def main() -> None:
+    """Console entry point: user errors become one clear line and exit code 2, never a traceback."""
+    try:
+        app()
+    except SonosynthError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        console.print(f"[bold red]invalid option:[/] {problems}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished outputs are kept; re-run the same command to continue.")
+        sys.exit(130)
+
+
+__all__ = ["app", "main"]

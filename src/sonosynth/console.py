@@ -1,0 +1,24 @@
+"""Printing tables and messages for the CLI; library code returns data, this shows it."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+# Piped output (logs, CI) would otherwise be cut at 80 columns, truncating table cells.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140)
+
+
+def print_table(frame: pd.DataFrame, title: str | None = None, index: bool = False) -> None:
+    table = Table(title=title, title_justify="left")
+    data = frame.reset_index() if index else frame
+    for column in data.columns:
+        numeric = pd.api.types.is_numeric_dtype(data[column])
+        table.add_column(str(column), justify="right" if numeric else "left")
+    for row in data.itertuples(index=False):
+        table.add_row(*("" if pd.isna(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row))
+    console.print(table)

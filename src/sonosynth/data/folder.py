@@ -1,0 +1,102 @@
+"""Ingest of any dataset laid out as class sub-folders, or listed in a CSV (`path,label[,patient_id]`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+from pydantic import Field
+
+from sonosynth.data.ingest import (
+    FrameOptions,
+    FrameWriter,
+    IngestReport,
+    finish_output,
+    fingerprint,
+    reuse_or_check_output,
+    staged_directory,
+)
+from sonosynth.data.manifest import Manifest
+from sonosynth.data.sources import MEDIA_SUFFIXES, read_source
+from sonosynth.errors import InputDataError
+from sonosynth.progress import track
+
+
+class FolderIngestOptions(FrameOptions):
+    fps: float = Field(3.0, gt=0, le=120, description="frames per second sampled from any clips")
+    classes: list[str] | None = Field(None, description="labels to keep (default: all found); others are skipped")
+
+
+def _entries_from_tree(source: Path) -> list[tuple[Path, str, str | None]]:
+    entries = []
+    for class_dir in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in sorted(class_dir.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                entries.append((path, class_dir.name, None))
+    return entries
+
+
+def _entries_from_csv(csv_path: Path) -> list[tuple[Path, str, str | None]]:
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InputDataError(f"{csv_path}: cannot be parsed as CSV ({exc}).") from exc
+    missing = [c for c in ("path", "label") if c not in table.columns]
+    if missing:
+        raise InputDataError(f"{csv_path}: needs columns path,label[,patient_id]; missing {missing}.")
+    base = csv_path.parent
+    return [
+        (base / row["path"], row["label"].strip(), (row.get("patient_id") or "").strip() or None)
+        for _, row in table.iterrows()
+    ]
+
+
+def ingest_folder(source: str | os.PathLike, out: str | os.PathLike, options: FolderIngestOptions | None = None,
+                  overwrite: bool = False, progress: bool = True) -> tuple[Manifest, IngestReport]:
+    """Ingest class sub-folders (SRC/<label>/...) or a CSV listing into frames + manifest at `out`.
+
+    Without patient IDs every file is its own patient, which is only safe when no two files show
+    the same patient; the report notes it so the user can add a `patient_id` column.
+    """
+    options = options or FolderIngestOptions()
+    source, out = Path(source), Path(out)
+    if source.is_file() and source.suffix.lower() == ".csv":
+        entries = _entries_from_csv(source)
+    elif source.is_dir():
+        entries = _entries_from_tree(source)
+    else:
+        raise InputDataError(f"{source}: give a folder with one sub-folder per class, or a CSV with path,label.")
+    if not entries:
+        raise InputDataError(f"{source}: no class sub-folders with files found.")
+    record = fingerprint("folder", source, options)
+    report = IngestReport()
+    existing = reuse_or_check_output(out, record, overwrite)
+    if existing is not None:
+        report.reused = True
+        return existing, report
+    with staged_directory(out) as staging:
+        writer = FrameWriter(staging)
+        for path, label, patient in track(entries, "ingest folder", enabled=progress):
+            shown = path.relative_to(source.parent if source.is_file() else source).as_posix()
+            if not label:
+                report.skip(shown, "empty label")
+                continue
+            if options.classes is not None and label not in options.classes:
+                report.skip(shown, f"class not requested ({label})")
+                continue
+            if not path.is_file():
+                report.skip(shown, "file not found")
+                continue
+            if path.suffix.lower() not in MEDIA_SUFFIXES:
+                report.skip(shown, f"not an image or video ({path.suffix or 'no extension'})")
+                continue
+            report.files_read += 1
+            frames = read_source(path, options.fps, options, report)
+            if frames is None:
+                continue
+            if patient is None:
+                report.notes["no patient ID: file is its own patient"] += 1
+            writer.write(frames, label=label, patient_id=patient or f"file-{shown}", source=shown)
+        finish_output(staging, writer, report, record)
+    return Manifest.read(out), report

@@ -1,0 +1,143 @@
+"""What every ingest source shares: frame preparation, the skip log, and the output-folder policy.
+
+An ingest reads source files one at a time, turns each into one or more prepared frames
+(grayscale, cropped to the ultrasound content, square, fixed size) and writes them as PNGs plus
+a manifest. The output is built in a staging folder and moved into place only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from sonosynth.atomic import staged_directory, write_text_atomic
+from sonosynth.data.crop import content_box, to_square
+from sonosynth.data.images import save_png
+from sonosynth.data.manifest import MANIFEST_FILENAME, Manifest
+from sonosynth.errors import InputDataError
+
+INGEST_RECORD = "ingest.json"
+SKIPPED_FILENAME = "skipped.csv"
+MIN_SIDE = 16  # below this an image holds no usable ultrasound texture
+
+
+class FrameOptions(BaseModel):
+    """How every frame is prepared, whatever its source."""
+
+    model_config = ConfigDict(extra="forbid")
+    size: int = Field(256, ge=16, le=4096, description="side of the square output frames, in pixels")
+    crop: bool = Field(True, description="crop to the ultrasound content before squaring")
+
+
+def prepare_frames(frames: list[np.ndarray], options: FrameOptions) -> list[np.ndarray]:
+    """Crop (one box for all frames of a clip, so the clip stays aligned) and square-resize."""
+    if options.crop:
+        box = content_box(np.mean(np.stack(frames), axis=0))
+        frames = [box.apply(f) for f in frames]
+    return [to_square(f, options.size) for f in frames]
+
+
+@dataclass
+class IngestReport:
+    """Counts for the summary table and the skip log; returned by every ingest."""
+
+    files_read: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    notes: Counter = field(default_factory=Counter)  # non-fatal events, e.g. "truncated clip: frames kept"
+    reused: bool = False  # the output folder already held this exact ingest
+
+    def skip(self, file: str | os.PathLike, reason: str) -> None:
+        self.skipped.append((str(file), reason))
+
+    def skip_reasons(self) -> pd.Series:
+        # The reason's text before any parenthesis groups alike skips (details stay in skipped.csv).
+        return pd.Series([r.split(" (")[0] for _, r in self.skipped], dtype=str).value_counts()
+
+
+def safe_stem(name: str) -> str:
+    """A file-name-safe, recognisable stem; the original name stays in the manifest's `source`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "file"
+
+
+class FrameWriter:
+    """Writes prepared frames under a staging folder and collects their manifest rows."""
+
+    def __init__(self, staging: Path) -> None:
+        self.staging = staging
+        self.rows: list[dict] = []
+        self._used: set[str] = set()
+
+    def write(self, frames: Iterable[tuple[int, np.ndarray]], *, label: str, patient_id: str,
+              source: str, license: str | None = None) -> int:
+        source_name = Path(source).name
+        stem = safe_stem(source_name)
+        if stem in self._used:  # two sources that sanitise to the same name
+            stem = f"{stem}-{hashlib.sha1(source.encode()).hexdigest()[:6]}"
+        self._used.add(stem)
+        count = 0
+        for frame_index, image in frames:
+            relative = f"frames/{safe_stem(label)}/{stem}_{frame_index:05d}.png"
+            save_png(self.staging / relative, image)
+            self.rows.append({
+                "path": relative, "label": label, "patient_id": patient_id, "source": source,
+                "frame_index": frame_index, "origin": "real", "license": license,
+            })
+            count += 1
+        return count
+
+
+def fingerprint(kind: str, source: str | os.PathLike, options: BaseModel) -> dict:
+    """What identifies an ingest: rerunning with the same fingerprint reuses the output folder."""
+    return {"kind": kind, "source": os.path.abspath(source), "options": options.model_dump(mode="json")}
+
+
+def reuse_or_check_output(out: Path, record: dict, overwrite: bool) -> Manifest | None:
+    """Return the existing manifest if `out` holds this very ingest; refuse to mix datasets otherwise."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return None
+    if not out.is_dir():
+        raise InputDataError(f"{out} is a file; give --out a folder path.")
+    existing = out / INGEST_RECORD
+    if existing.is_file() and (out / MANIFEST_FILENAME).is_file() and not overwrite:
+        try:
+            same = json.loads(existing.read_text())["fingerprint"] == record
+        except (json.JSONDecodeError, KeyError):
+            same = False
+        if same:
+            return Manifest.read(out)
+    if overwrite:
+        return None
+    raise InputDataError(
+        f"{out} already holds other files or a different dataset. Choose a new --out folder, "
+        "or pass --overwrite to replace it (the old folder is kept until the new one is complete)."
+    )
+
+
+def finish_output(staging: Path, writer: FrameWriter, report: IngestReport, record: dict) -> Manifest:
+    """Write manifest, skip log and ingest record into the staging folder."""
+    if not writer.rows:
+        reasons = "; ".join(f"{k}: {v}" for k, v in report.skip_reasons().items()) or "no input files found"
+        raise InputDataError(f"nothing was ingested from {record['source']} ({reasons}).")
+    manifest = Manifest.from_rows(writer.rows, staging)
+    manifest.write()
+    pd.DataFrame(report.skipped, columns=["file", "reason"]).to_csv(staging / SKIPPED_FILENAME, index=False)
+    summary = {"fingerprint": record, "files_read": report.files_read, "frames": len(manifest),
+               "skipped": len(report.skipped), "notes": dict(report.notes)}
+    write_text_atomic(staging / INGEST_RECORD, json.dumps(summary, indent=2))
+    return manifest
+
+
+__all__ = [
+    "FrameOptions", "FrameWriter", "IngestReport", "finish_output", "fingerprint", "prepare_frames",
+    "reuse_or_check_output", "safe_stem", "staged_directory", "MIN_SIDE",
+]
