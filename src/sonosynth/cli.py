@@ -22,6 +22,30 @@ app = typer.Typer(
 )
 ingest_app = typer.Typer(help="Turn a dataset into PNG frames plus a manifest.csv.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
+train_app = typer.Typer(help="Train a generator on images or a manifest; writes a checkpoint folder.",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
+generate_app = typer.Typer(help="Sample a trained generator into a SyntheticSet (PNGs + manifest.csv).",
+                           no_args_is_help=True)
+app.add_typer(generate_app, name="generate")
+
+# Each area adds its commands from its own module (sonosynth/commands/<area>.py, a `register` function),
+# so the CLI stays thin and areas do not edit one shared file.
+COMMAND_MODULES = ("sinddm", "singan", "guided", "classify", "quality", "experiment", "reader_study")
+
+
+def _register_command_modules() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        module_name = f"sonosynth.commands.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        module.register(app=app, train_app=train_app, generate_app=generate_app)
 
 
 def _split_list(text: str | None) -> list[str] | None:
@@ -169,6 +193,9 @@ def grid_command(
 def version_command() -> None:
     """Print the sonosynth version."""
     console.print(__version__)
+
+
+_register_command_modules()
 
 
 def main() -> None:

@@ -1,0 +1,92 @@
+"""Typed configuration: pydantic models filled from YAML presets plus explicit overrides.
+
+Each configurable component keeps its presets in one YAML file in `sonosynth/presets/`,
+mapping preset names (`smoke`, `cpu`, `paper`) to field values. Unknown keys are errors, so a
+typo in a preset or override never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sonosynth.errors import SonosynthError
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base for every config: unknown keys are rejected, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SonosynthError(f"{path}: file not found.") from exc
+    except yaml.YAMLError as exc:
+        raise SonosynthError(f"{path}: not valid YAML ({exc}).") from exc
+
+
+def preset_names(component: str) -> list[str]:
+    return sorted(_presets(component))
+
+
+def _presets(component: str) -> dict[str, dict]:
+    resource = resources.files("sonosynth.presets").joinpath(f"{component}.yaml")
+    if not resource.is_file():
+        raise SonosynthError(f"no presets for {component!r}.")
+    data = yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
+    return {name: values or {} for name, values in data.items()}
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def load_config(model: type[ConfigT], component: str, preset: str | os.PathLike = "cpu",
+                overrides: dict[str, Any] | None = None) -> ConfigT:
+    """A validated config from a named preset (or a YAML file path) plus overrides.
+
+    `preset` is either a preset name from `sonosynth/presets/<component>.yaml` or a path to a
+    YAML file holding field values (a user's own preset).
+    """
+    presets = _presets(component)
+    if str(preset) in presets:
+        values = presets[str(preset)]
+    elif Path(preset).suffix in (".yaml", ".yml"):
+        values = read_yaml(preset) or {}
+    else:
+        raise SonosynthError(f"unknown {component} preset {str(preset)!r}; choose one of {sorted(presets)} or a YAML file.")
+    values = deep_merge(values, overrides or {})
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SonosynthError(f"{component} preset {str(preset)!r}: {problems}") from exc
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """`key=value` strings (dotted keys for nested fields) into a nested dict; values parsed as YAML."""
+    result: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SonosynthError(f"override {pair!r} is not key=value.")
+        key, raw = pair.split("=", 1)
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return result

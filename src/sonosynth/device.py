@@ -1,0 +1,41 @@
+"""Choosing the compute device and the reduced-precision context for it."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Literal
+
+import torch
+
+from sonosynth.errors import SonosynthError
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` takes the first CUDA GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SonosynthError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu.")
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matrix units (AMX or AVX512-BF16), where bf16 pays off."""
+    try:
+        flags = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+    """The autocast context for a precision; fp32 is a no-op so the math stays exactly the baseline."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if device.type == "cpu" and precision == "fp16":
+        raise SonosynthError("fp16 autocast is for GPUs; on the CPU use bf16 or fp32.")
+    return torch.autocast(device_type=device.type, dtype=dtype)
