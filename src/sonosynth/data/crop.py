@@ -51,8 +51,12 @@ def content_box(gray: np.ndarray, threshold: float = 12.0, smoothing: int = 9, m
     largest = int(np.argmax(sizes)) + 1
     if sizes[largest - 1] < 0.02 * height * width:
         return Box(0, height, 0, width)
-    rows = np.flatnonzero((regions == largest).any(axis=1))
-    cols = np.flatnonzero((regions == largest).any(axis=0))
+    # Smoothing bleeds the region a few pixels outward; the box follows the unsmoothed pixels inside it.
+    tight = (regions == largest) & (gray > threshold)
+    if not tight.any():
+        tight = regions == largest
+    rows = np.flatnonzero(tight.any(axis=1))
+    cols = np.flatnonzero(tight.any(axis=0))
     return Box(
         max(0, int(rows[0]) - margin),
         min(height, int(rows[-1]) + 1 + margin),

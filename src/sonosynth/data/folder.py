@@ -92,7 +92,7 @@ def ingest_folder(source: str | os.PathLike, out: str | os.PathLike, options: Fo
                 report.skip(shown, f"not an image or video ({path.suffix or 'no extension'})")
                 continue
             report.files_read += 1
-            frames = read_source(path, options.fps, options, report)
+            frames = read_source(path, options.fps, options, report, shown=shown)
             if frames is None:
                 continue
             if patient is None:

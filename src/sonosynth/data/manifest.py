@@ -199,7 +199,7 @@ def _normalize(table: pd.DataFrame, source: str) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing and len(table):
         raise ManifestError(f"{source}: missing required column(s) {missing}.")
-    table = table.reindex(columns=list(COLUMNS))
+    table = table.reindex(columns=list(COLUMNS)).astype({c: "object" for c in COLUMNS})
     table["origin"] = table["origin"].fillna("real")
     for column in ("frame_index", "seed"):
         values = pd.to_numeric(table[column], errors="coerce")

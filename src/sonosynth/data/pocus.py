@@ -160,7 +160,7 @@ def ingest_pocus(source: str | os.PathLike, out: str | os.PathLike, options: Poc
                 report.skip(relative, f"licence excluded ({license or 'unknown'})")
                 continue
             report.files_read += 1
-            frames = read_source(path, options.fps, options, report, fallback_rate=_frame_rate(row))
+            frames = read_source(path, options.fps, options, report, fallback_rate=_frame_rate(row), shown=relative)
             if frames is None:
                 continue
             writer.write(frames, label=label, patient_id=patient_of(path.stem, row), source=relative, license=license)

@@ -19,8 +19,12 @@ def is_video(path: Path) -> bool:
 
 
 def read_source(path: Path, fps: float, options: FrameOptions, report: IngestReport,
-                fallback_rate: float | None = None) -> list[tuple[int, np.ndarray]] | None:
-    """Prepared (frame_index, image) pairs of one file, or None after logging why it was skipped."""
+                fallback_rate: float | None = None, shown: str | None = None) -> list[tuple[int, np.ndarray]] | None:
+    """Prepared (frame_index, image) pairs of one file, or None after logging why it was skipped.
+
+    `shown` is the name used in the skip log (the path relative to the dataset folder).
+    """
+    shown = shown or str(path)
     try:
         if is_video(path):
             clip = sample_clip(path, fps, fallback_rate=fallback_rate)
@@ -31,11 +35,11 @@ def read_source(path: Path, fps: float, options: FrameOptions, report: IngestRep
         else:
             indices, raw = [0], [load_grayscale(path)]
     except (UnreadableImage, UnreadableVideo) as exc:
-        report.skip(path, str(exc))
+        report.skip(shown, str(exc))
         return None
     height, width = raw[0].shape
     if min(height, width) < MIN_SIDE:
-        report.skip(path, f"too small ({width}x{height} px; at least {MIN_SIDE} px needed)")
+        report.skip(shown, f"too small ({width}x{height} px; at least {MIN_SIDE} px needed)")
         return None
     if max(height, width) < options.size:
         report.notes[f"smaller than {options.size} px, upscaled"] += 1
