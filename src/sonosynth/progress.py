@@ -1,7 +1,13 @@
-"""Progress bars for long work, on stderr so that stdout stays clean for tables and pipes."""
+"""Progress bars for long work, on stderr so that stdout stays clean for tables and pipes.
+
+Rich allows one live display at a time. When a study shows its grid progress, every inner
+`track()` (an ingest, a generator fit, a classifier's epochs) joins that display as a transient
+sub-task instead of opening a second one.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -10,6 +16,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 T = TypeVar("T")
 stderr_console = Console(stderr=True)
+_active: list[Progress] = []
+
+
+def _columns() -> tuple:
+    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn())
+
+
+@contextlib.contextmanager
+def progress_display() -> Iterator[Progress]:
+    """One live display that inner `track()` calls attach to."""
+    if _active:
+        yield _active[-1]
+        return
+    with Progress(*_columns(), console=stderr_console, transient=False) as progress:
+        _active.append(progress)
+        try:
+            yield progress
+        finally:
+            _active.pop()
 
 
 def track(items: Iterable[T], description: str, total: int | None = None, enabled: bool = True) -> Iterator[T]:
@@ -17,10 +43,19 @@ def track(items: Iterable[T], description: str, total: int | None = None, enable
     if not enabled:
         yield from items
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr_console, transient=False) as progress:
-        task = progress.add_task(description, total=total if total is not None else _length(items))
+    total = total if total is not None else _length(items)
+    if _active:
+        progress = _active[-1]
+        task = progress.add_task(f"  {description}", total=total)
+        try:
+            for item in items:
+                yield item
+                progress.advance(task)
+        finally:
+            progress.remove_task(task)
+        return
+    with Progress(*_columns(), console=stderr_console, transient=False) as progress:
+        task = progress.add_task(description, total=total)
         for item in items:
             yield item
             progress.advance(task)

@@ -78,7 +78,8 @@ def make_folds(manifest: Manifest, n_folds: int = 5, seed: int = 0, minority: st
         labels = labels.where(~has_minority, minority)
     rng = np.random.default_rng(seed)
     ranks = rng.random(len(labels))
-    folds = pd.DataFrame({"patient_id": labels.index, "label": labels.to_numpy(), "fold": fold_of})
+    folds = pd.DataFrame({"patient_id": labels.index.astype(str).to_numpy(dtype=object),
+                          "label": labels.to_numpy(dtype=object), "fold": fold_of})
     # Only that patient's minority-class images are subject to the cut; its other images always stay.
     folds["minority_rank"] = np.where(has_minority, ranks, np.nan) if minority else np.nan
     return folds
@@ -144,6 +145,14 @@ def fold_summary(manifest: Manifest, folds: pd.DataFrame, keeps: Sequence[float]
                     record[f"kept {keep:.0%}"] = f"{len(kept)}p/{images}i"
             records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+def same_assignment(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Whether two folds tables put the same patients in the same folds (dtypes aside)."""
+    def assignment(table: pd.DataFrame) -> dict[str, int]:
+        return dict(zip(table["patient_id"].astype(str), table["fold"].astype(int), strict=True))
+
+    return assignment(a) == assignment(b)
 
 
 def write_folds(folds: pd.DataFrame, path: str | os.PathLike) -> Path:

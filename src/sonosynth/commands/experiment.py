@@ -1,0 +1,50 @@
+"""`sonosynth run SPEC` and `sonosynth report RUN_DIR`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sonosynth.console import console, print_table
+
+
+def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer) -> None:
+    @app.command("run")
+    def run_command(
+        spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec YAML (see configs/)")],
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default runs/<spec name>)")] = None,
+        data: Annotated[Path | None, typer.Option(help="override the spec's data source folder or manifest")] = None,
+        device: Annotated[str | None, typer.Option(help="override the spec's device: auto, cpu, cuda, cuda:N")] = None,
+        set_values: Annotated[list[str] | None, typer.Option("--set", help="override a spec field: key.sub=value")] = None,
+    ) -> None:
+        """Run a whole study: folds x fractions x generators x regimes x classifiers, cached and resumable.
+
+        Re-running the same command after an interruption recomputes only unfinished units; an
+        extended spec computes only what is new. The report is written at the end.
+        """
+        from sonosynth.config import parse_overrides
+        from sonosynth.experiment.study import run_study
+        from sonosynth.experiment.spec import load_spec
+
+        overrides = parse_overrides(set_values)
+        if device:
+            overrides["device"] = device
+        spec = load_spec(spec_path, overrides)
+        outcome = run_study(spec, out or Path("runs") / spec.name, data=data)
+        console.print(f"[green]study finished[/] in {outcome.result.seconds / 60:.1f} min: "
+                      f"{outcome.result.computed} units computed, {outcome.result.cache_hits} reused from the cache")
+        print_table(outcome.report.headline, title=outcome.report.headline_title)
+        console.print(f"report: {outcome.report.html_path}  (Markdown: {outcome.report.markdown_path})")
+
+    @app.command("report")
+    def report_command(
+        run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a run folder written by `sonosynth run`")],
+    ) -> None:
+        """Rebuild report.md and report.html of a run folder from its results."""
+        from sonosynth.report.build import write_report
+
+        report = write_report(run_dir)
+        print_table(report.headline, title=report.headline_title)
+        console.print(f"report: {report.html_path}")

@@ -1,0 +1,163 @@
+"""The study spec: one YAML file that says everything a study does.
+
+Every field is documented here (the YAML presets in `configs/` show them in use); unknown keys
+are errors that name the key, so a typo never silently runs a different study.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from sonosynth.config import StrictModel, read_yaml
+from sonosynth.errors import SonosynthError
+
+REGIMES = (
+    "real",
+    "real+regular",
+    "real+synthetic",
+    "real+synthetic+regular",
+    "synthetic-only",
+    "pretrain-synthetic->finetune-real",
+    "mixed",
+)
+SYNTHETIC_REGIMES = frozenset(r for r in REGIMES if "synthetic" in r or r == "mixed")
+
+
+class PhantomData(StrictModel):
+    """Simulate the embedded phantom dataset (no real data needed)."""
+
+    patients: dict[str, int] = Field({"covid": 12, "pneumonia": 4, "healthy": 12}, description="patients per class")
+    frames: int = Field(10, ge=1, description="frames per patient")
+    size: int = Field(128, ge=32, description="frame side in pixels")
+    seed: int = Field(0, description="simulation seed")
+
+
+class IngestData(StrictModel):
+    """Ingest a source folder (POCUS layout or class folders) into the run folder first."""
+
+    source: Path = Field(description="the dataset folder (or CSV listing for kind=folder)")
+    options: dict[str, Any] = Field({}, description="ingest options (fps, size, classes, ...), as the ingest CLI flags")
+
+
+class DataSpec(StrictModel):
+    """Where the real images come from: exactly one of manifest, pocus, folder, phantom."""
+
+    manifest: Path | None = Field(None, description="an existing manifest.csv (or its folder)")
+    pocus: IngestData | None = Field(None, description="ingest the POCUS lung-ultrasound tree")
+    folder: IngestData | None = Field(None, description="ingest class sub-folders or a CSV listing")
+    phantom: PhantomData | None = Field(None, description="simulate the phantom dataset")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DataSpec:
+        given = [k for k in ("manifest", "pocus", "folder", "phantom") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of manifest, pocus, folder, phantom (got {given or 'none'})")
+        return self
+
+
+class SplitSpec(StrictModel):
+    folds: int = Field(5, ge=2, description="number of patient-level folds")
+    seed: int = Field(0, description="seed of the fold assignment and minority ranks")
+    minority: str | None = Field(None, description="class cut to `keep` fractions on the training side")
+    keep: list[float] = Field([1.0], description="fractions of minority patients kept; the first is the headline")
+    run_folds: list[int] | None = Field(None, description="evaluate only these folds (default: all)")
+
+    @field_validator("keep")
+    @classmethod
+    def _fractions(cls, keep: list[float]) -> list[float]:
+        if not keep or any(not 0 < k <= 1 for k in keep):
+            raise ValueError("keep fractions must be in (0, 1] and at least one is needed")
+        return keep
+
+
+class GeneratorSpec(StrictModel):
+    name: str = Field(description="display name in tables, e.g. SinDDM; unique within the spec")
+    kind: str = Field(description="registered generator: sinddm, singan, guided")
+    preset: str = Field("cpu", description="preset name of the generator (smoke, cpu, paper) or a YAML file")
+    overrides: dict[str, Any] = Field({}, description="config fields overriding the preset")
+    models: Literal["per_image", "per_fold", "per_class"] = Field(
+        "per_image",
+        description="per_image: one model per training image (SinDDM, SinGAN); per_fold: one model on all the "
+        "fold's training images of `classes` (FewDDM); per_class: one model per class",
+    )
+    classes: list[str] | None = Field(None, description="classes the generator learns and synthesizes (default: the minority)")
+    training_images: Literal["all", "stills", "one_per_source"] = Field(
+        "one_per_source",
+        description="which training images feed the generator: all frames, still images only (the lung study), "
+        "or one frame per source clip/still",
+    )
+    max_models: int | None = Field(None, ge=1, description="cap on models per fold (CPU presets)")
+    samples_per_model: int = Field(32, ge=1, description="synthetic images drawn from each model")
+    sample_settings: dict[str, Any] = Field({}, description="extra sampling settings (guidance, steps, size)")
+
+
+class ClassifierSpec(StrictModel):
+    model: str = Field(description="classifier zoo name, e.g. small_cnn, pocovidnet, resnet50")
+    preset: str = Field("cpu", description="training preset (smoke, cpu, paper) or a YAML file")
+    overrides: dict[str, Any] = Field({}, description="training config fields overriding the preset")
+    pretrained: str = Field("none", description="none | imagenet | path to a sonosynth checkpoint")
+    weights: Path | None = Field(None, description="local ImageNet weights file for pretrained=imagenet")
+
+
+class QualitySpec(StrictModel):
+    enabled: bool = Field(True, description="compute image-quality and memorization metrics per generator")
+    features: Literal["classifier", "inception", "none"] = Field(
+        "classifier",
+        description="feature space for SIFID/FID/KID: the fold's real-trained classifier (works offline), "
+        "Inception-v3 (needs weights), or none (SSIM, copies and diversity only)",
+    )
+    inception_weights: Path | None = Field(None, description="local Inception-v3 weights for features=inception")
+    threshold: float = Field(0.95, gt=0, le=1, description="similarity above which a sample counts as a near-copy")
+
+
+class StudySpec(StrictModel):
+    name: str = Field(description="study name; the run folder is runs/<name> unless --out is given")
+    data: DataSpec
+    split: SplitSpec = SplitSpec()
+    generators: list[GeneratorSpec] = Field([], description="generators trained per fold")
+    regimes: list[str] = Field(["real"], description=f"training regimes, from {list(REGIMES)}")
+    baseline: str = Field("real", description="the regime every other condition is compared against")
+    classifiers: list[ClassifierSpec] = Field([ClassifierSpec(model="small_cnn")], min_length=1)
+    seeds: list[int] = Field([0], min_length=1, description="classifier training seeds")
+    quality: QualitySpec = QualitySpec()
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+
+    @field_validator("regimes")
+    @classmethod
+    def _known_regimes(cls, regimes: list[str]) -> list[str]:
+        unknown = [r for r in regimes if r not in REGIMES]
+        if unknown:
+            raise ValueError(f"unknown regime(s) {unknown}; known: {list(REGIMES)}")
+        return regimes
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        names = [g.name for g in self.generators]
+        if len(set(names)) != len(names):
+            raise ValueError(f"generator names must be unique: {names}")
+        if any(r in SYNTHETIC_REGIMES for r in self.regimes) and not self.generators:
+            raise ValueError("synthetic regimes need at least one generator")
+        if self.baseline not in self.regimes:
+            raise ValueError(f"baseline {self.baseline!r} is not among the regimes {self.regimes}")
+        return self
+
+
+def load_spec(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> StudySpec:
+    """Read and validate a spec; relative data paths are resolved against the spec file's folder."""
+    path = Path(path)
+    values = read_yaml(path)
+    if not isinstance(values, dict):
+        raise SonosynthError(f"{path}: a spec is a YAML mapping of fields (name, data, split, ...).")
+    from sonosynth.config import deep_merge
+
+    values = deep_merge(values, overrides or {})
+    try:
+        spec = StudySpec.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors())
+        raise SonosynthError(f"{path}: invalid spec: {problems}") from exc
+    return spec

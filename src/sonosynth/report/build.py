@@ -1,0 +1,213 @@
+"""The study report, rebuilt from a run folder alone: `report.md` and one self-contained `report.html`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from sonosynth.atomic import write_text_atomic
+from sonosynth.data.images import load_grayscale
+from sonosynth.data.manifest import Manifest
+from sonosynth.errors import SonosynthError
+from sonosynth.report import figures
+from sonosynth.report.grid import image_grid
+from sonosynth.report.tables import (
+    accuracy_table,
+    confusion_sum,
+    fraction_table,
+    paired_table,
+    table3,
+    to_markdown,
+)
+
+GRID_SAMPLES = 8
+
+
+@dataclass
+class Section:
+    title: str
+    markdown: str = ""
+    html: str = ""
+    images: list[tuple[str, bytes]] = field(default_factory=list)  # (caption, PNG bytes)
+
+
+@dataclass(frozen=True)
+class Report:
+    markdown_path: Path
+    html_path: Path
+    headline: pd.DataFrame
+    headline_title: str
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def _table_section(title: str, table: pd.DataFrame, note: str = "") -> Section:
+    text = (note + "\n\n" if note else "") + to_markdown(table)
+    body = (f"<p>{html.escape(note)}</p>" if note else "") + table.to_html(index=False, border=0, classes="t",
+                                                                          na_rep="", float_format="%.4g")
+    return Section(title, text, body)
+
+
+def _png_grid(rows: list[tuple[str, list[np.ndarray]]]) -> bytes:
+    buffer = io.BytesIO()
+    image_grid(rows, tile=112).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _sample_grids(run_dir: Path, keep: float) -> Section:
+    index = _read_csv(run_dir / "synthetic_sets.csv")
+    section = Section("Real and synthetic samples")
+    if index.empty:
+        return section
+    index = index[index["keep"] == keep]
+    first_fold = index["fold"].min()
+    for _, entry in index[index["fold"] == first_fold].iterrows():
+        synthetic = Manifest.read(run_dir / entry["manifest"])
+        rng = np.random.default_rng(0)
+        picks = rng.choice(len(synthetic), size=min(GRID_SAMPLES, len(synthetic)), replace=False)
+        paths = synthetic.absolute_paths()
+        parents = sorted({p for i in picks for p in synthetic.parent_paths()[i]})[:GRID_SAMPLES]
+        rows = [("training", [load_grayscale(p) for p in parents if p.is_file()]),
+                (str(entry["generator"]), [load_grayscale(paths[i]) for i in sorted(picks)])]
+        section.images.append((f"{entry['generator']}: fold {first_fold}, keep {keep:g} "
+                               f"(top: its training images; bottom: samples)", _png_grid(rows)))
+    return section
+
+
+def _quality_section(quality: pd.DataFrame) -> list[Section]:
+    if quality.empty:
+        return []
+    numeric = quality.select_dtypes("number").columns.difference(["fold", "keep"])
+    summary = quality.groupby(["generator", "keep"])[list(numeric)].mean().reset_index()
+    sections = [_table_section("Image quality and memorization (Table 2 style; mean over folds)", summary,
+                               "SSIM is to each sample's own training image; copy rate is the share of samples whose "
+                               "nearest real training image exceeds the near-copy threshold.")]
+    return sections
+
+
+def build_sections(run_dir: Path) -> tuple[list[Section], pd.DataFrame, str]:
+    spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    results = _read_csv(run_dir / "results.csv")
+    if results.empty:
+        raise SonosynthError(f"{run_dir}: no results.csv yet; run `sonosynth run SPEC` first.")
+    results["generator"] = results["generator"].fillna("")
+    confusions = _read_csv(run_dir / "confusions.csv")
+    quality = _read_csv(run_dir / "quality.csv")
+    keeps = list(spec["split"]["keep"])
+    headline_keep = keeps[0]
+    minority = spec["split"].get("minority")
+    classifiers = list(dict.fromkeys(results["classifier"]))
+    sections: list[Section] = []
+
+    headline = table3(results, headline_keep, classifiers[0])
+    headline_title = (f"Table 3 layout: {classifiers[0]}, {minority or 'minority'} kept at {headline_keep:.0%} "
+                      f"(mean ± std over {results['fold'].nunique()} folds)")
+    for classifier in classifiers:
+        sections.append(_table_section(
+            f"Per-class results, {classifier}, {minority or 'minority'} kept at {headline_keep:.0%}",
+            table3(results, headline_keep, classifier),
+            "Evaluated on real validation patients only; mean ± std over folds.",
+        ))
+    sections.append(_table_section(f"Accuracy per classifier and regime (fetal-study layout), keep {headline_keep:.0%}",
+                                   accuracy_table(results, headline_keep)))
+    metrics = ("balanced_accuracy",) + ((f"f1:{minority}",) if minority else ())
+    paired = paired_table(results, spec.get("baseline", "real"), metrics)
+    if not paired.empty:
+        sections.append(_table_section(
+            f"Paired comparison against `{spec.get('baseline', 'real')}` (fold by fold)", paired,
+            "mean diff > 0 favours the condition. The bootstrap CI resamples folds; with 5 folds the smallest "
+            "possible two-sided Wilcoxon p is 0.0625, so read the CI and the per-fold consistency, not p alone.",
+        ))
+    if len(keeps) > 1:
+        curve = fraction_table(results, classifiers[0])
+        section = _table_section(f"Balanced accuracy vs % of {minority or 'minority'} patients kept ({classifiers[0]})",
+                                 curve)
+        section.images.append(("balanced accuracy vs kept fraction", figures.fraction_curve(curve, minority)))
+        sections.append(section)
+    if not confusions.empty:
+        section = Section(f"Confusion matrices ({classifiers[0]}, keep {headline_keep:.0%}, summed over folds)")
+        for condition in dict.fromkeys(confusions["condition"]):
+            matrix = confusion_sum(confusions, headline_keep, classifiers[0], condition)
+            if matrix.empty:
+                continue
+            section.markdown += f"\n**{condition}**\n\n{to_markdown(matrix, index=True)}\n"
+            section.images.append((condition, figures.confusion_figure(matrix, condition)))
+        sections.append(section)
+    sections.extend(_quality_section(quality))
+    grids = _sample_grids(run_dir, headline_keep)
+    if grids.images:
+        sections.append(grids)
+    reader = run_dir / "reader-study"
+    if reader.is_dir():
+        try:
+            from sonosynth.reader_study.report import reader_study_section
+
+            markdown, fragment = reader_study_section(reader)
+            sections.append(Section("Reader study", markdown, fragment))
+        except ModuleNotFoundError:
+            pass
+    versions = json.loads((run_dir / "versions.json").read_text()) if (run_dir / "versions.json").is_file() else {}
+    spec_text = (run_dir / "spec.yaml").read_text()
+    sections.append(Section(
+        "Exact spec and software",
+        f"```yaml\n{spec_text}```\n\n" + "\n".join(f"- {k}: {v}" for k, v in versions.items()),
+        f"<pre>{html.escape(spec_text)}</pre><ul>"
+        + "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in versions.items()) + "</ul>",
+    ))
+    return sections, headline, headline_title
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table.t{border-collapse:collapse;font-size:.8rem}table.t td,table.t th{border:1px solid #ddd;padding:3px 6px}
+table.t th{background:#f4f4f4}figure{display:inline-block;margin:.5rem}figcaption{font-size:.75rem;color:#555}
+pre{background:#f8f8f8;padding:.7rem;font-size:.75rem;overflow:auto}
+"""
+
+
+def write_report(run_dir: str | os.PathLike) -> Report:
+    run_dir = Path(run_dir)
+    if not (run_dir / "spec.yaml").is_file():
+        raise SonosynthError(f"{run_dir}: not a sonosynth run folder (no spec.yaml).")
+    name = yaml.safe_load((run_dir / "spec.yaml").read_text()).get("name", run_dir.name)
+    sections, headline, headline_title = build_sections(run_dir)
+    figures_dir = run_dir / "figures"
+    markdown = [f"# sonosynth study: {name}", ""]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
+             f"<style>{STYLE}</style></head><body><h1>sonosynth study: {html.escape(name)}</h1>"]
+    for number, section in enumerate(sections):
+        markdown += [f"## {section.title}", "", section.markdown, ""]
+        parts.append(f"<h2>{html.escape(section.title)}</h2>{section.html}")
+        for index, (caption, png) in enumerate(section.images):
+            figure_path = figures_dir / f"s{number:02d}-{index:02d}.png"
+            figure_path.parent.mkdir(parents=True, exist_ok=True)
+            figure_path.write_bytes(png)
+            markdown.append(f"![{caption}](figures/{figure_path.name})\n")
+            parts.append(f"<figure><img src='{_data_uri(png)}' alt='{html.escape(caption)}'>"
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    parts.append("</body></html>")
+    markdown_path, html_path = run_dir / "report.md", run_dir / "report.html"
+    write_text_atomic(markdown_path, "\n".join(markdown))
+    write_text_atomic(html_path, "".join(parts))
+    return Report(markdown_path, html_path, headline, headline_title)
