@@ -195,8 +195,9 @@ class StudyRunner:
             implementation.fit(images, folder / "model", config, device=self.spec.device, resume=True,
                                progress=self.progress)
 
+        before = self.cache.stats.computed
         folder = self.cache.run("fit", payload, compute)
-        self.on_unit(f"fit {generator.name}", True)
+        self.on_unit(f"fit {generator.name}", self.cache.stats.computed > before)
         return folder / "model"
 
     def _sample(self, generator: GeneratorSpec, checkpoint: Path, label: str) -> Manifest:
@@ -210,8 +211,9 @@ class StudyRunner:
             implementation.sample(checkpoint, generator.samples_per_model, folder / "samples", label=label, seed=0,
                                   device=self.spec.device, progress=False, **generator.sample_settings)
 
+        before = self.cache.stats.computed
         folder = self.cache.run("sample", payload, compute)
-        self.on_unit(f"sample {generator.name}", True)
+        self.on_unit(f"sample {generator.name}", self.cache.stats.computed > before)
         return Manifest.read(folder / "samples")
 
     def synthetic_set(self, generator: GeneratorSpec, train: Manifest) -> Manifest:
@@ -246,8 +248,9 @@ class StudyRunner:
             classify_unit(condition.regime, classifier, seed, train, validation, synthetic, folder,
                           device=self.spec.device, progress=self.progress)
 
+        before = self.cache.stats.computed
         folder = self.cache.run("classify", payload, compute)
-        self.on_unit(f"classify {condition.label} {classifier.model}", True)
+        self.on_unit(f"classify {condition.label} {classifier.model}", self.cache.stats.computed > before)
         metrics = json.loads((folder / "metrics.json").read_text())
         confusion = pd.read_csv(folder / "confusion.csv", index_col=0)
         return {"metrics": metrics, "confusion": confusion}
@@ -264,8 +267,9 @@ class StudyRunner:
         def compute(folder: Path) -> None:
             quality_unit(synthetic, train, self.spec.quality, classifier_dir, folder, device=self.spec.device)
 
+        before = self.cache.stats.computed
         folder = self.cache.run("quality", payload, compute)
-        self.on_unit(f"quality {generator.name}", True)
+        self.on_unit(f"quality {generator.name}", self.cache.stats.computed > before)
         return pd.read_csv(folder / "quality.csv")
 
     # -- the grid
