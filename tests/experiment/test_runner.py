@@ -69,7 +69,7 @@ def test_an_interrupted_study_resumes_without_recomputing_finished_units(tmp_pat
         pass
 
     def interrupt_after_five_computed(description, computed):
-        if interrupted.cache.stats.computed == 5:
+        if interrupted.executor.stats.computed == 5:
             raise Stop
 
     interrupted = StudyRunner(_spec(), tmp_path / "run", progress=False, on_unit=interrupt_after_five_computed)
@@ -89,3 +89,11 @@ def test_nested_fractions_reuse_the_generator_models(tmp_path):
     StudyRunner(_spec(), tmp_path / "run", progress=False).run()
     trained = [tuple(paths) for paths in NoisyCopyGenerator.fits]
     assert len(trained) == len(set(trained))  # a model on the same image is never trained twice
+
+
+def test_parallel_jobs_give_the_same_results_as_serial(tmp_path):
+    spec = _spec(generators=[], regimes=["real", "real+regular"], split={"folds": 3, "keep": [1.0]})
+    serial = StudyRunner(spec, tmp_path / "serial", progress=False).run()
+    parallel = StudyRunner(spec, tmp_path / "parallel", progress=False, jobs=2).run()
+    assert parallel.computed == serial.computed == 6
+    pd.testing.assert_frame_equal(serial.results, parallel.results)

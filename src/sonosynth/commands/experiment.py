@@ -18,6 +18,7 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         data: Annotated[Path | None, typer.Option(help="override the spec's data source folder or manifest")] = None,
         device: Annotated[str | None, typer.Option(help="override the spec's device: auto, cpu, cuda, cuda:N")] = None,
         set_values: Annotated[list[str] | None, typer.Option("--set", help="override a spec field: key.sub=value")] = None,
+        jobs: Annotated[int, typer.Option(help="independent units run in this many processes (one GPU each)")] = 1,
     ) -> None:
         """Run a whole study: folds x fractions x generators x regimes x classifiers, cached and resumable.
 
@@ -32,7 +33,7 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         if device:
             overrides["device"] = device
         spec = load_spec(spec_path, overrides)
-        outcome = run_study(spec, out or Path("runs") / spec.name, data=data)
+        outcome = run_study(spec, out or Path("runs") / spec.name, data=data, jobs=jobs)
         console.print(f"[green]study finished[/] in {outcome.result.seconds / 60:.1f} min: "
                       f"{outcome.result.computed} units computed, {outcome.result.cache_hits} reused from the cache")
         print_table(outcome.report.headline, title=outcome.report.headline_title)

@@ -25,10 +25,12 @@ import yaml
 from sonosynth.atomic import write_text_atomic
 from sonosynth.data.images import IMAGE_SUFFIXES
 from sonosynth.data.manifest import Manifest, concat
-from sonosynth.data.split import make_folds, read_folds, same_assignment, split_fold, write_folds
+from sonosynth.data.split import FoldData, make_folds, read_folds, same_assignment, split_fold, write_folds
 from sonosynth.errors import SonosynthError
+from sonosynth.experiment import units
 from sonosynth.experiment.cache import UnitCache
-from sonosynth.experiment.spec import SYNTHETIC_REGIMES, GeneratorSpec, StudySpec
+from sonosynth.experiment.executor import Executor, Job
+from sonosynth.experiment.spec import SYNTHETIC_REGIMES, ClassifierSpec, GeneratorSpec, StudySpec
 
 RESULTS_FILENAME = "results.csv"
 QUALITY_FILENAME = "quality.csv"
@@ -59,6 +61,16 @@ def prepare_data(spec: StudySpec, run_dir: Path, progress: bool = True) -> Manif
     manifest, _ = ingest_folder(data.folder.source, run_dir / "data", FolderIngestOptions(**data.folder.options),
                                 progress=progress)
     return manifest
+
+
+def generator_classes(generator: GeneratorSpec, train: Manifest, minority: str | None) -> list[str]:
+    if generator.classes == "all":
+        return train.classes
+    if generator.classes:
+        return list(generator.classes)
+    if minority is None:
+        raise SonosynthError(f"generator {generator.name}: set its `classes` or the split's `minority`.")
+    return [minority]
 
 
 def select_generator_images(train: Manifest, generator: GeneratorSpec, classes: list[str]) -> Manifest:
@@ -139,24 +151,34 @@ def count_units(spec: StudySpec, manifest: Manifest, folds: pd.DataFrame) -> int
         for keep in spec.split.keep:
             train = split_fold(manifest, folds, fold, keep).train
             for generator in spec.generators:
-                classes = generator.classes or [spec.split.minority]
+                classes = generator_classes(generator, train, spec.split.minority)
                 groups = model_groups(select_generator_images(train, generator, classes), generator)
-                total += 2 * len(groups) + (1 if spec.quality.enabled else 0)
+                labels = sum(len(set(g.labels)) for g in groups)
+                total += len(groups) + labels + (1 if spec.quality.enabled else 0)
             total += len(conditions(spec)) * len(spec.classifiers) * len(spec.seeds)
     return total
 
 
 # ------------------------------------------------------------------------------------------ run
 class StudyRunner:
+    """Plans the study's units phase by phase (fits, samples, classifiers, quality) and executes them.
+
+    Units within a phase are independent, so `jobs > 1` runs them in worker processes.
+    """
+
     def __init__(self, spec: StudySpec, run_dir: str | os.PathLike, progress: bool = True,
                  on_unit: Callable[[str, bool], None] | None = None,
-                 on_plan: Callable[[int], None] | None = None) -> None:
+                 on_plan: Callable[[int], None] | None = None, jobs: int = 1) -> None:
         self.spec = spec
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.cache = UnitCache(self.run_dir / "cache")
         self.on_unit = on_unit or (lambda description, computed: None)
         self.on_plan = on_plan or (lambda total: None)
+        self.executor = Executor(self.cache, jobs=jobs, device=spec.device, on_unit=self._unit_finished)
+
+    def _unit_finished(self, description: str, computed: bool) -> None:
+        self.on_unit(description, computed)
 
     # -- setup
     def prepare(self) -> tuple[Manifest, pd.DataFrame]:
@@ -172,133 +194,130 @@ class StudyRunner:
             )
         folds = make_folds(manifest, self.spec.split.folds, self.spec.split.seed, self.spec.split.minority)
         folds_path = self.run_dir / "folds.csv"
-        if folds_path.is_file():
-            if not same_assignment(read_folds(folds_path), folds):
-                raise SonosynthError(
-                    f"{folds_path} differs from the folds this spec gives (data or split changed); "
-                    "use a new run folder so cached results are not mixed."
-                )
+        if folds_path.is_file() and not same_assignment(read_folds(folds_path), folds):
+            raise SonosynthError(
+                f"{folds_path} differs from the folds this spec gives (data or split changed); "
+                "use a new run folder so cached results are not mixed."
+            )
         write_folds(folds, folds_path)
         return manifest, folds
 
-    # -- generators
-    def _fit(self, generator: GeneratorSpec, images: Manifest) -> Path:
+    # -- job builders: each returns a Job whose key covers its inputs' content and its config
+    def _fit_job(self, generator: GeneratorSpec, images: Manifest) -> Job:
         from sonosynth.config import load_config
         from sonosynth.generators.base import create_generator
 
         implementation = create_generator(generator.kind)
-        config = load_config(implementation.config_type, implementation.presets, generator.preset, generator.overrides)
-        payload = {"generator": generator.kind, "config": config.model_dump(mode="json"),
-                   "images": self.cache.hasher.manifest(images)}
+        config = load_config(implementation.config_type, implementation.presets, generator.preset,
+                             generator.overrides).model_dump(mode="json")
+        payload = {"generator": generator.kind, "config": config, "images": self.cache.hasher.manifest(images)}
+        return Job("fit", payload, units.fit_unit, (generator.kind, config, images, self.spec.device, False),
+                   f"fit {generator.name}")
 
-        def compute(folder: Path) -> None:
-            implementation.fit(images, folder / "model", config, device=self.spec.device, resume=True,
-                               progress=self.progress)
-
-        before = self.cache.stats.computed
-        folder = self.cache.run("fit", payload, compute)
-        self.on_unit(f"fit {generator.name}", self.cache.stats.computed > before)
-        return folder / "model"
-
-    def _sample(self, generator: GeneratorSpec, checkpoint: Path, label: str) -> Manifest:
-        from sonosynth.generators.base import create_generator
-
-        implementation = create_generator(generator.kind)
-        payload = {"checkpoint": str(checkpoint.parent.name), "n": generator.samples_per_model, "label": label,
+    def _sample_job(self, generator: GeneratorSpec, fit: Job, label: str, n: int) -> Job:
+        checkpoint = self.cache.unit_dir("fit", self.cache.key(fit.kind, fit.payload)) / "model"
+        payload = {"fit": self.cache.key(fit.kind, fit.payload), "n": n, "label": label,
                    "settings": generator.sample_settings}
+        return Job("sample", payload, units.sample_unit,
+                   (generator.kind, checkpoint, n, label, generator.sample_settings, self.spec.device),
+                   f"sample {generator.name}")
 
-        def compute(folder: Path) -> None:
-            implementation.sample(checkpoint, generator.samples_per_model, folder / "samples", label=label, seed=0,
-                                  device=self.spec.device, progress=False, **generator.sample_settings)
-
-        before = self.cache.stats.computed
-        folder = self.cache.run("sample", payload, compute)
-        self.on_unit(f"sample {generator.name}", self.cache.stats.computed > before)
-        return Manifest.read(folder / "samples")
-
-    def synthetic_set(self, generator: GeneratorSpec, train: Manifest) -> Manifest:
-        """All samples of one generator for one fold/keep: made only from that fold's training images."""
-        classes = generator.classes or ([self.spec.split.minority] if self.spec.split.minority else train.classes)
-        images = select_generator_images(train, generator, classes)
-        sets = []
-        for group in model_groups(images, generator):
-            checkpoint = self._fit(generator, group)
-            labels = group.classes
-            for label in labels:
-                sets.append(self._sample(generator, checkpoint, label))
-        if not sets:
-            raise SonosynthError(
-                f"generator {generator.name}: no training images of {classes} on this fold's training side."
-            )
-        return concat(sets, self.run_dir)
-
-    # -- classifiers
-    def _classify(self, condition: Condition, classifier, seed: int, train: Manifest, validation: Manifest,
-                  synthetic: Manifest | None) -> dict:
-        from sonosynth.experiment.units import classify_unit
-
+    def _classify_job(self, condition: Condition, classifier: ClassifierSpec, seed: int, data: FoldData,
+                      synthetic: Manifest | None) -> Job:
         payload = {
             "regime": condition.regime, "classifier": classifier.model_dump(mode="json"), "seed": seed,
-            "train": self.cache.hasher.manifest(train), "validation": self.cache.hasher.manifest(validation),
+            "train": self.cache.hasher.manifest(data.train), "validation": self.cache.hasher.manifest(data.validation),
             "synthetic": self.cache.hasher.manifest(synthetic) if synthetic is not None else None,
-            "classes": train.classes,
         }
+        return Job("classify", payload, units.classify_unit,
+                   (condition.regime, classifier, seed, data.train, data.validation, synthetic, self.spec.device,
+                    False), f"classify {condition.label} {classifier.model}")
 
-        def compute(folder: Path) -> None:
-            classify_unit(condition.regime, classifier, seed, train, validation, synthetic, folder,
-                          device=self.spec.device, progress=self.progress)
-
-        before = self.cache.stats.computed
-        folder = self.cache.run("classify", payload, compute)
-        self.on_unit(f"classify {condition.label} {classifier.model}", self.cache.stats.computed > before)
-        metrics = json.loads((folder / "metrics.json").read_text())
-        confusion = pd.read_csv(folder / "confusion.csv", index_col=0)
-        return {"metrics": metrics, "confusion": confusion}
-
-    # -- quality
-    def _quality(self, generator: GeneratorSpec, synthetic: Manifest, train: Manifest,
-                 classifier_dir: Path | None) -> pd.DataFrame:
-        from sonosynth.experiment.units import quality_unit
-
+    def _quality_job(self, generator: GeneratorSpec, synthetic: Manifest, train: Manifest,
+                     reference: Job | None) -> Job:
+        reference_dir = self.cache.unit_dir("classify", self.cache.key("classify", reference.payload)) if reference else None
         payload = {"synthetic": self.cache.hasher.manifest(synthetic), "real": self.cache.hasher.manifest(train),
                    "quality": self.spec.quality.model_dump(mode="json"),
-                   "classifier": str(classifier_dir.name) if classifier_dir else None}
-
-        def compute(folder: Path) -> None:
-            quality_unit(synthetic, train, self.spec.quality, classifier_dir, folder, device=self.spec.device)
-
-        before = self.cache.stats.computed
-        folder = self.cache.run("quality", payload, compute)
-        self.on_unit(f"quality {generator.name}", self.cache.stats.computed > before)
-        return pd.read_csv(folder / "quality.csv")
+                   "reference": reference_dir.name if reference_dir else None}
+        return Job("quality", payload, units.quality_unit,
+                   (synthetic, train, self.spec.quality, reference_dir, self.spec.device), f"quality {generator.name}")
 
     # -- the grid
     def run(self) -> StudyResult:
         started = time.perf_counter()
         manifest, folds = self.prepare()
         self.on_plan(count_units(self.spec, manifest, folds))
-        rows, confusion_rows, quality_rows, synthetic_sets = [], [], [], {}
-        for fold in _fold_list(self.spec):
-            for keep in self.spec.split.keep:
-                data = split_fold(manifest, folds, fold, keep)
-                synthetic = {g.name: self.synthetic_set(g, data.train) for g in self.spec.generators
-                             if self._needs_synthetic()}
-                for name, images in synthetic.items():
-                    synthetic_sets[(fold, keep, name)] = images
-                for condition in conditions(self.spec):
-                    for classifier in self.spec.classifiers:
-                        for seed in self.spec.seeds:
-                            extra = synthetic.get(condition.generator) if condition.generator else None
-                            outcome = self._classify(condition, classifier, seed, data.train, data.validation, extra)
-                            rows.extend(_result_rows(fold, keep, condition, classifier.model, seed, outcome))
-                            confusion_rows.extend(_confusion_rows(fold, keep, condition, classifier.model, seed,
-                                                                  outcome["confusion"]))
-                if self.spec.quality.enabled:
-                    reference = self._reference_classifier(data.train, data.validation)
-                    for generator in self.spec.generators:
-                        if generator.name in synthetic:
-                            table = self._quality(generator, synthetic[generator.name], data.train, reference)
-                            quality_rows.append(table.assign(fold=fold, keep=keep, generator=generator.name))
+        cells = [(fold, keep, split_fold(manifest, folds, fold, keep))
+                 for fold in _fold_list(self.spec) for keep in self.spec.split.keep]
+
+        # Phase 1: every generator model of every cell (nested fractions share models through the cache).
+        groups: dict[tuple[int, float, str], list[tuple[Job, Manifest]]] = {}
+        for fold, keep, data in cells:
+            for generator in self.spec.generators if self._needs_synthetic() else []:
+                classes = generator_classes(generator, data.train, self.spec.split.minority)
+                models = model_groups(select_generator_images(data.train, generator, classes), generator)
+                if not models:
+                    raise SonosynthError(
+                        f"generator {generator.name}: fold {fold} at keep {keep:g} has no training images of "
+                        f"{classes} ({generator.training_images}); lower max constraints or use training_images: all."
+                    )
+                groups[(fold, keep, generator.name)] = [(self._fit_job(generator, group), group) for group in models]
+        self.executor.run([job for pairs in groups.values() for job, _ in pairs])
+
+        # Phase 2: samples of every model, per class it learned.
+        by_name = {g.name: g for g in self.spec.generators}
+        sample_jobs: dict[tuple[int, float, str], list[Job]] = {}
+        for cell, pairs in groups.items():
+            generator = by_name[cell[2]]
+            jobs = []
+            for fit, group in pairs:
+                n = generator.samples_per_model * (len(group) if generator.samples_per_training_image else 1)
+                jobs.extend(self._sample_job(generator, fit, label, n) for label in group.classes)
+            sample_jobs[cell] = jobs
+        self.executor.run([job for jobs in sample_jobs.values() for job in jobs])
+        synthetic_sets = {
+            cell: concat([Manifest.read(self.executor.folder(job) / "samples") for job in jobs], self.run_dir)
+            for cell, jobs in sample_jobs.items()
+        }
+
+        # Phase 3: every condition x classifier x seed on the real validation fold.
+        classify_jobs: list[tuple[int, float, Condition, str, int, Job]] = []
+        references: dict[tuple[int, float], Job] = {}
+        for fold, keep, data in cells:
+            for condition in conditions(self.spec):
+                extra = synthetic_sets.get((fold, keep, condition.generator)) if condition.generator else None
+                for classifier in self.spec.classifiers:
+                    for seed in self.spec.seeds:
+                        job = self._classify_job(condition, classifier, seed, data, extra)
+                        classify_jobs.append((fold, keep, condition, classifier.model, seed, job))
+            if self.spec.quality.enabled and self.spec.quality.features == "classifier":
+                # The fold's real-only classifier gives the domain features for SIFID/FID/KID.
+                references[(fold, keep)] = self._classify_job(Condition("real", None), self.spec.classifiers[0],
+                                                              self.spec.seeds[0], data, None)
+        self.executor.run([entry[-1] for entry in classify_jobs] + list(references.values()))
+        rows, confusion_rows = [], []
+        for fold, keep, condition, model, seed, job in classify_jobs:
+            folder = self.executor.folder(job)
+            outcome = {"metrics": json.loads((folder / "metrics.json").read_text()),
+                       "confusion": pd.read_csv(folder / "confusion.csv", index_col=0)}
+            rows.extend(_result_rows(fold, keep, condition, model, seed, outcome))
+            confusion_rows.extend(_confusion_rows(fold, keep, condition, model, seed, outcome["confusion"]))
+
+        # Phase 4: image quality and memorization of each synthetic set.
+        quality_rows = []
+        if self.spec.quality.enabled:
+            quality_jobs = {}
+            for fold, keep, data in cells:
+                for generator in self.spec.generators:
+                    if (fold, keep, generator.name) in synthetic_sets:
+                        quality_jobs[(fold, keep, generator.name)] = self._quality_job(
+                            generator, synthetic_sets[(fold, keep, generator.name)], data.train,
+                            references.get((fold, keep)))
+            self.executor.run(list(quality_jobs.values()))
+            for (fold, keep, name), job in quality_jobs.items():
+                table = pd.read_csv(self.executor.folder(job) / "quality.csv")
+                quality_rows.append(table.assign(fold=fold, keep=keep, generator=name))
+
         results = pd.DataFrame(rows)
         quality = pd.concat(quality_rows, ignore_index=True) if quality_rows else pd.DataFrame()
         _write_csv(results, self.run_dir / RESULTS_FILENAME)
@@ -310,24 +329,12 @@ class StudyRunner:
                  for (f, k, g) in synthetic_sets]
         _write_csv(pd.DataFrame(index, columns=["fold", "keep", "generator", "manifest"]),
                    self.run_dir / SYNTHETIC_INDEX_FILENAME)
-        return StudyResult(self.run_dir, results, quality, self.cache.stats.hits, self.cache.stats.computed,
+        stats = self.executor.stats
+        return StudyResult(self.run_dir, results, quality, stats.hits, stats.computed,
                            time.perf_counter() - started, synthetic_sets)
 
     def _needs_synthetic(self) -> bool:
         return any(r in SYNTHETIC_REGIMES for r in self.spec.regimes) or self.spec.quality.enabled
-
-    def _reference_classifier(self, train: Manifest, validation: Manifest) -> Path | None:
-        """The fold's real-only classifier, whose features the domain quality metrics use."""
-        if self.spec.quality.features != "classifier":
-            return None
-        classifier = self.spec.classifiers[0]
-        self._classify(Condition("real", None), classifier, self.spec.seeds[0], train, validation, None)
-        payload = {
-            "regime": "real", "classifier": classifier.model_dump(mode="json"), "seed": self.spec.seeds[0],
-            "train": self.cache.hasher.manifest(train), "validation": self.cache.hasher.manifest(validation),
-            "synthetic": None, "classes": train.classes,
-        }
-        return self.cache.unit_dir("classify", self.cache.key("classify", payload))
 
 
 def _result_rows(fold: int, keep: float, condition: Condition, classifier: str, seed: int, outcome: dict) -> list[dict]:

@@ -84,14 +84,21 @@ class GeneratorSpec(StrictModel):
         description="per_image: one model per training image (SinDDM, SinGAN); per_fold: one model on all the "
         "fold's training images of `classes` (FewDDM); per_class: one model per class",
     )
-    classes: list[str] | None = Field(None, description="classes the generator learns and synthesizes (default: the minority)")
+    classes: list[str] | Literal["all"] | None = Field(
+        None, description="classes the generator learns and synthesizes: a list, `all` (the guided model), "
+        "or unset for the minority class"
+    )
     training_images: Literal["all", "stills", "one_per_source"] = Field(
         "one_per_source",
         description="which training images feed the generator: all frames, still images only (the lung study), "
         "or one frame per source clip/still",
     )
     max_models: int | None = Field(None, ge=1, description="cap on models per fold (CPU presets)")
-    samples_per_model: int = Field(32, ge=1, description="synthetic images drawn from each model")
+    samples_per_model: int = Field(32, ge=1, description="synthetic images drawn from each model (per class)")
+    samples_per_training_image: bool = Field(
+        False, description="multiply samples_per_model by the model's number of training images, so a FewDDM "
+        "model on k images adds as many images as k SinDDM models (the lung study's rule)"
+    )
     sample_settings: dict[str, Any] = Field({}, description="extra sampling settings (guidance, steps, size)")
 
 
@@ -147,7 +154,7 @@ class StudySpec(StrictModel):
 
 
 def load_spec(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> StudySpec:
-    """Read and validate a spec; relative data paths are resolved against the spec file's folder."""
+    """Read and validate a spec. Relative data paths are taken from the current folder, like every CLI path."""
     path = Path(path)
     values = read_yaml(path)
     if not isinstance(values, dict):

@@ -36,10 +36,10 @@ def with_data_source(spec: StudySpec, data: str | os.PathLike | None) -> StudySp
 
 
 def run_study(spec: StudySpec, run_dir: str | os.PathLike, data: str | os.PathLike | None = None,
-              progress: bool = True) -> StudyOutcome:
+              progress: bool = True, jobs: int = 1) -> StudyOutcome:
     spec = with_data_source(spec, data)
     if not progress:
-        runner = StudyRunner(spec, run_dir, progress=False)
+        runner = StudyRunner(spec, run_dir, progress=False, jobs=jobs)
         result = runner.run()
     else:
         with progress_display() as display:
@@ -49,7 +49,7 @@ def run_study(spec: StudySpec, run_dir: str | os.PathLike, data: str | os.PathLi
                 display.update(task, description=f"study: {description}")
                 display.advance(task)
 
-            runner = StudyRunner(spec, run_dir, progress=True, on_unit=advance,
+            runner = StudyRunner(spec, run_dir, progress=True, on_unit=advance, jobs=jobs,
                                  on_plan=lambda total: display.update(task, total=total))
             result = runner.run()
     return StudyOutcome(result, write_report(run_dir))

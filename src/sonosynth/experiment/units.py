@@ -1,20 +1,57 @@
-"""Adapters from a cache unit (a folder) to the library stage it runs; no study logic lives here."""
+"""The study's units of work as plain module-level functions (so worker processes can run them).
+
+Each takes its inputs and the unit's cache folder as the last argument, writes its outputs there,
+and returns nothing; no study logic lives here, only the call into the library stage.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sonosynth.data.manifest import Manifest
 from sonosynth.data.split import FoldData
-from sonosynth.experiment.spec import ClassifierSpec
+from sonosynth.experiment.spec import ClassifierSpec, QualitySpec
+
+
+def fit_unit(kind: str, config: dict[str, Any], images: Manifest, device: str, progress: bool, folder: Path) -> None:
+    """Train one generator model on `images` into `folder/model` (the generator resumes a partial folder)."""
+    from sonosynth.generators.base import create_generator
+
+    generator = create_generator(kind)
+    generator.fit(images, folder / "model", generator.config_type.model_validate(config), device=device,
+                  resume=True, progress=progress)
+
+
+def sample_unit(kind: str, checkpoint: Path, n: int, label: str, settings: dict[str, Any], device: str,
+                folder: Path) -> None:
+    from sonosynth.generators.base import create_generator
+
+    create_generator(kind).sample(checkpoint, n, folder / "samples", label=label, seed=0, device=device,
+                                  progress=False, **settings)
 
 
 def classify_unit(regime: str, classifier: ClassifierSpec, seed: int, train: Manifest, validation: Manifest,
-                  synthetic: Manifest | None, out: Path, device: str = "auto", progress: bool = True) -> None:
-    """Train one classifier under one regime and score it on the real validation fold, writing into `out`."""
+                  synthetic: Manifest | None, device: str, progress: bool, folder: Path) -> None:
+    """Train one classifier under one regime and score it on the real validation fold."""
     from sonosynth.classify.regimes import run_regime
     from sonosynth.classify.training import load_train_config
 
     config = load_train_config(classifier.preset, {**classifier.overrides, "seed": seed})
-    run_regime(regime, classifier.model, FoldData(train, validation), out, config, synthetic=synthetic,
+    run_regime(regime, classifier.model, FoldData(train, validation), folder, config, synthetic=synthetic,
                pretrained=classifier.pretrained, weights=classifier.weights, device=device, progress=progress)
+
+
+def quality_unit(synthetic: Manifest, real: Manifest, quality: QualitySpec, classifier_dir: Path | None,
+                 device: str, folder: Path) -> None:
+    """Image-quality and memorization metrics of one synthetic set against the real training images."""
+    from sonosynth.metrics.quality import evaluate_synthetic_set
+
+    features = None
+    if quality.features == "classifier" and classifier_dir is not None:
+        features = f"classifier:{classifier_dir / 'model.pt'}"
+    elif quality.features == "inception":
+        features = "inception" if quality.inception_weights is None else f"inception:{quality.inception_weights}"
+    table = evaluate_synthetic_set(synthetic, real, features=features, threshold=quality.threshold, device=device,
+                                   out=folder)
+    table.to_csv(folder / "quality.csv", index=False)
