@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test venv lint clean
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test venv lint clean chromium
 
 venv: $(STAMP)
 
@@ -21,9 +24,15 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/sonosynth demo --out $(DEMO_DIR)
+	$(BIN)/sonosynth run configs/demo.yaml --out $(DEMO_DIR)
 
-test: $(STAMP)
+# The reader-study browser test drives Debian's Chromium (playwright cannot download a browser here).
+chromium:
+	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null 2>&1 \
+	  && $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; } \
+	  || echo "note: $(CHROMIUM) missing and apt-get unavailable: the browser test will be skipped"
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -42,14 +42,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, monkeypatch, capsy
     assert code == 2 and "martian" in out.out
 
 
-def test_demo_runs_and_prints_the_folds(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
-    assert result.exit_code == 0, result.output
-    assert "demo finished" in result.output and "kept 25%" in result.output
-    assert (tmp_path / "demo" / "folds.csv").is_file()
-
-
 def test_help_lists_the_stages():
     result = runner.invoke(app, ["--help"])
-    for command in ("ingest", "split", "phantom", "demo", "train", "generate"):
+    for command in ("ingest", "split", "phantom", "run", "report", "train", "generate"):
         assert command in result.output

@@ -160,19 +160,6 @@ def phantom_command(
     _print_ingest_summary(manifest, report, out)
 
 
-@app.command("demo")
-def demo_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="demo run folder")] = Path("runs/demo"),
-) -> None:
-    """The main job on the embedded phantom data: phantom -> manifest -> patient-level folds -> summary."""
-    from sonosynth.demo import run_demo
-
-    result = run_demo(out)
-    print_table(result.manifest.counts(), title=f"phantom dataset: {len(result.manifest)} frames", index=True)
-    print_table(result.fold_summary, title=f"patient-level folds ({result.folds_path})")
-    console.print(f"[green]demo finished[/] in {result.seconds:.1f} s; outputs in {out}")
-
-
 @app.command("grid")
 def grid_command(
     manifest_path: Annotated[Path, typer.Argument(metavar="MANIFEST", help="manifest.csv (or its folder)")],

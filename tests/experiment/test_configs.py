@@ -16,11 +16,14 @@ def test_the_presets_exist():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_preset_is_a_valid_spec(path):
     from sonosynth.classify import classifier_names
-    from sonosynth.config import preset_names
+    from sonosynth.config import load_config, preset_names
+    from sonosynth.generators.base import create_generator
 
     spec = load_spec(path)
     for classifier in spec.classifiers:
         assert classifier.model in classifier_names()
         assert classifier.preset in preset_names("classifier")
     for generator in spec.generators:
-        assert generator.preset in preset_names(generator.kind), f"{generator.kind} has no preset {generator.preset}"
+        implementation = create_generator(generator.kind)
+        # Loading validates the preset plus the spec's overrides against the generator's config type.
+        load_config(implementation.config_type, implementation.presets, generator.preset, generator.overrides)

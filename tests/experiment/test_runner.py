@@ -97,3 +97,18 @@ def test_parallel_jobs_give_the_same_results_as_serial(tmp_path):
     parallel = StudyRunner(spec, tmp_path / "parallel", progress=False, jobs=2).run()
     assert parallel.computed == serial.computed == 6
     pd.testing.assert_frame_equal(serial.results, parallel.results)
+
+
+def test_quality_metrics_flag_a_generator_that_copies_its_training_images(tmp_path):
+    copier = {"name": "Copier", "kind": "noisy-copy", "preset": "smoke", "overrides": {"noise": 0.0},
+              "samples_per_model": 3}
+    spec = _spec(generators=[copier], split={"folds": 3, "minority": "pneumonia", "keep": [1.0]},
+                 quality={"enabled": True, "features": "classifier"})
+    outcome = run_study(spec, tmp_path / "run", progress=False)
+    quality = outcome.result.quality
+    assert set(quality["generator"]) == {"Copier"} and len(quality) == 3
+    assert (quality["copy_rate"] == 1.0).all()
+    assert quality["ssim"].min() > 0.99
+    flags = pd.read_csv(tmp_path / "run" / "memorization_flags.csv")
+    assert len(flags) == quality["images"].sum()
+    assert "Memorization flags" in outcome.report.html_path.read_text()

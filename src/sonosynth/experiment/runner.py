@@ -35,6 +35,7 @@ from sonosynth.experiment.spec import SYNTHETIC_REGIMES, ClassifierSpec, Generat
 RESULTS_FILENAME = "results.csv"
 QUALITY_FILENAME = "quality.csv"
 CONFUSIONS_FILENAME = "confusions.csv"
+MEMORIZATION_FILENAME = "memorization_flags.csv"
 SYNTHETIC_INDEX_FILENAME = "synthetic_sets.csv"
 
 
@@ -304,7 +305,7 @@ class StudyRunner:
             confusion_rows.extend(_confusion_rows(fold, keep, condition, model, seed, outcome["confusion"]))
 
         # Phase 4: image quality and memorization of each synthetic set.
-        quality_rows = []
+        quality_rows, flag_rows = [], []
         if self.spec.quality.enabled:
             quality_jobs = {}
             for fold, keep, data in cells:
@@ -317,11 +318,15 @@ class StudyRunner:
             for (fold, keep, name), job in quality_jobs.items():
                 table = pd.read_csv(self.executor.folder(job) / "quality.csv")
                 quality_rows.append(table.assign(fold=fold, keep=keep, generator=name))
+                audit = pd.read_csv(self.executor.folder(job) / "memorization.csv")
+                flag_rows.append(audit[audit["flagged"]].assign(fold=fold, keep=keep, generator=name))
 
         results = pd.DataFrame(rows)
         quality = pd.concat(quality_rows, ignore_index=True) if quality_rows else pd.DataFrame()
         _write_csv(results, self.run_dir / RESULTS_FILENAME)
         _write_csv(quality, self.run_dir / QUALITY_FILENAME)
+        flags = pd.concat(flag_rows, ignore_index=True) if flag_rows else pd.DataFrame()
+        _write_csv(flags, self.run_dir / MEMORIZATION_FILENAME)
         _write_csv(pd.DataFrame(confusion_rows), self.run_dir / CONFUSIONS_FILENAME)
         for (fold, keep, name), images in synthetic_sets.items():
             images.write(self.run_dir / "synthetic" / f"fold{fold}-keep{keep:g}-{name}" / "manifest.csv")

@@ -15,16 +15,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from sonosynth.config import StrictModel, read_yaml
 from sonosynth.errors import SonosynthError
 
-REGIMES = (
-    "real",
-    "real+regular",
-    "real+synthetic",
-    "real+synthetic+regular",
-    "synthetic-only",
-    "pretrain-synthetic->finetune-real",
-    "mixed",
-)
-SYNTHETIC_REGIMES = frozenset(r for r in REGIMES if "synthetic" in r or r == "mixed")
+from sonosynth.classify.regimes import NEEDS_SYNTHETIC as SYNTHETIC_REGIMES
+from sonosynth.classify.regimes import REGIMES
 
 
 class PhantomData(StrictModel):
@@ -112,10 +104,10 @@ class ClassifierSpec(StrictModel):
 
 class QualitySpec(StrictModel):
     enabled: bool = Field(True, description="compute image-quality and memorization metrics per generator")
-    features: Literal["classifier", "inception", "none"] = Field(
+    features: Literal["classifier", "inception"] = Field(
         "classifier",
-        description="feature space for SIFID/FID/KID: the fold's real-trained classifier (works offline), "
-        "Inception-v3 (needs weights), or none (SSIM, copies and diversity only)",
+        description="feature space for SIFID/FID/KID: the fold's real-only classifier (domain features, works "
+        "offline) or ImageNet Inception-v3 (as the papers; torchvision download or inception_weights)",
     )
     inception_weights: Path | None = Field(None, description="local Inception-v3 weights for features=inception")
     threshold: float = Field(0.95, gt=0, le=1, description="similarity above which a sample counts as a near-copy")

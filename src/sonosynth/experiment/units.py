@@ -44,14 +44,18 @@ def classify_unit(regime: str, classifier: ClassifierSpec, seed: int, train: Man
 
 def quality_unit(synthetic: Manifest, real: Manifest, quality: QualitySpec, classifier_dir: Path | None,
                  device: str, folder: Path) -> None:
-    """Image-quality and memorization metrics of one synthetic set against the real training images."""
-    from sonosynth.metrics.quality import evaluate_synthetic_set
+    """Image-quality and memorization metrics of one synthetic set against the fold's real training images."""
+    from sonosynth.metrics.quality.config import QualityConfig
+    from sonosynth.metrics.quality.evaluate import evaluate_quality
+    from sonosynth.device import resolve_device
+    from sonosynth.metrics.quality.features import create_extractor
 
-    features = None
-    if quality.features == "classifier" and classifier_dir is not None:
-        features = f"classifier:{classifier_dir / 'model.pt'}"
-    elif quality.features == "inception":
-        features = "inception" if quality.inception_weights is None else f"inception:{quality.inception_weights}"
-    table = evaluate_synthetic_set(synthetic, real, features=features, threshold=quality.threshold, device=device,
-                                   out=folder)
-    table.to_csv(folder / "quality.csv", index=False)
+    device = resolve_device(device)
+    if quality.features == "classifier":
+        extractor = create_extractor(f"classifier:{classifier_dir / 'model.pt'}", device=device)
+    else:
+        extractor = create_extractor("inception", inception_weights=quality.inception_weights, device=device)
+    report = evaluate_quality(synthetic, real, extractor, QualityConfig(threshold=quality.threshold))
+    report.table.assign(features=report.features).to_csv(folder / "quality.csv", index=False)
+    report.memorization.to_csv(folder / "memorization.csv", index=False)
+    report.most_copied.to_csv(folder / "most_copied.csv", index=False)

@@ -90,14 +90,25 @@ def _sample_grids(run_dir: Path, keep: float) -> Section:
     return section
 
 
-def _quality_section(quality: pd.DataFrame) -> list[Section]:
+def _quality_section(quality: pd.DataFrame, flags: pd.DataFrame, threshold: float) -> list[Section]:
     if quality.empty:
         return []
     numeric = quality.select_dtypes("number").columns.difference(["fold", "keep"])
     summary = quality.groupby(["generator", "keep"])[list(numeric)].mean().reset_index()
-    sections = [_table_section("Image quality and memorization (Table 2 style; mean over folds)", summary,
-                               "SSIM is to each sample's own training image; copy rate is the share of samples whose "
-                               "nearest real training image exceeds the near-copy threshold.")]
+    features = ", ".join(sorted(set(quality.get("features", pd.Series(dtype=str)).dropna().astype(str))))
+    sections = [_table_section(
+        "Image quality and memorization (Table 2 style; mean over folds)", summary,
+        f"SSIM is to each sample's own training image; SIFID/FID/KID in the feature space of {features or 'n/a'}; "
+        f"copy rate is the share of samples whose nearest real training image has NCC > {threshold:g}.")]
+    if flags.empty:
+        sections.append(Section("Memorization flags", f"No synthetic image exceeded NCC {threshold:g} with any real "
+                                "training image.", f"<p>No synthetic image exceeded NCC {threshold:g} with any real "
+                                "training image.</p>"))
+    else:
+        columns = [c for c in ("fold", "keep", "generator", "path", "nearest_real", "nearest_patient", "ncc", "ssim")
+                   if c in flags.columns]
+        sections.append(_table_section(f"Memorization flags ({len(flags)} near-copies)", flags[columns].head(50),
+                                       "Synthetic images whose nearest real training image exceeds the threshold."))
     return sections
 
 
@@ -149,7 +160,8 @@ def build_sections(run_dir: Path) -> tuple[list[Section], pd.DataFrame, str]:
             section.markdown += f"\n**{condition}**\n\n{to_markdown(matrix, index=True)}\n"
             section.images.append((condition, figures.confusion_figure(matrix, condition)))
         sections.append(section)
-    sections.extend(_quality_section(quality))
+    threshold = float(spec.get("quality", {}).get("threshold", 0.95))
+    sections.extend(_quality_section(quality, _read_csv(run_dir / "memorization_flags.csv"), threshold))
     grids = _sample_grids(run_dir, headline_keep)
     if grids.images:
         sections.append(grids)
@@ -160,8 +172,9 @@ def build_sections(run_dir: Path) -> tuple[list[Section], pd.DataFrame, str]:
 
             markdown, fragment = reader_study_section(reader)
             sections.append(Section("Reader study", markdown, fragment))
-        except ModuleNotFoundError:
-            pass
+        except (ModuleNotFoundError, SonosynthError) as exc:
+            sections.append(Section("Reader study", f"Reader-study folder not readable: {exc}",
+                                    f"<p>Reader-study folder not readable: {html.escape(str(exc))}</p>"))
     versions = json.loads((run_dir / "versions.json").read_text()) if (run_dir / "versions.json").is_file() else {}
     spec_text = (run_dir / "spec.yaml").read_text()
     sections.append(Section(

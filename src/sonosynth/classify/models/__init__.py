@@ -1,0 +1,1 @@
+"""One module per classifier family; each registers its builders with `sonosynth.classify.zoo`."""

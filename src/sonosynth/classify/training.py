@@ -1,0 +1,266 @@
+"""The classifier training loop: Adam, early stopping on a patient-level stopping set, best-epoch restore.
+
+Early stopping needs images the model does not fit on, and they must never be the evaluation fold,
+or the fold's score would have chosen its own epoch. `carve_stopping_set` therefore holds out whole
+patients from the REAL TRAINING side of the fold (stratified by class, seeded); a caller may pass
+its own stopping manifest instead. Synthetic images never enter a stopping set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from sonosynth.atomic import atomic_path
+from sonosynth.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from sonosynth.config import StrictModel, load_config
+from sonosynth.data.manifest import Manifest
+from sonosynth.data.split import patient_labels
+from sonosynth.progress import stderr_console
+
+LOSS_COLUMNS = ("stage", "epoch", "train_loss", "stop_loss", "best", "seconds")
+
+
+class TrainConfig(StrictModel):
+    """How a classifier is trained; presets in sonosynth/presets/classifier.yaml (smoke, cpu, paper)."""
+
+    image_size: int = Field(64, ge=16, le=1024, description="side of the square network input, pixels")
+    in_channels: Literal[1, 3] = Field(1, description="1: grayscale (normal); 3: grayscale repeated to RGB")
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(20, ge=1, description="upper bound; early stopping usually ends sooner")
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(5, ge=1, description="epochs without a lower stopping loss before training stops")
+    min_delta: float = Field(0.0, ge=0, description="a stopping loss must drop by more than this to count")
+    warmup_epochs: int = Field(
+        0, ge=0,
+        description="epochs before early stopping watches the stopping loss (Keras' start_from_epoch): while "
+                    "BatchNorm statistics settle, a near-uniform first epoch can otherwise win on tiny data",
+    )
+    stop_fraction: float = Field(
+        0.2, ge=0, lt=1,
+        description="share of training patients per class held out for early stopping (0: no early stopping, "
+                    "train all epochs and keep the last)",
+    )
+    class_weighting: bool = Field(False, description="weight the loss by inverse class frequency of the fit set")
+    augmentation: Literal["lung", "fetal"] = Field("lung", description="regular augmentation preset")
+    seed: int = 0
+    num_workers: int = Field(0, ge=0, description="DataLoader workers; 0 keeps the decoded-image cache warm")
+
+
+def load_train_config(preset: str | os.PathLike = "cpu", overrides: dict | None = None) -> TrainConfig:
+    return load_config(TrainConfig, "classifier", preset, overrides)
+
+
+# ----------------------------------------------------------------------------- stopping set
+def carve_stopping_set(train: Manifest, fraction: float, seed: int) -> tuple[Manifest, Manifest]:
+    """Split the real training side into (fit, stop) by whole patients, per class, reproducibly.
+
+    A class with n training patients gives round(fraction * n) of them to the stopping set, at
+    least one when n >= 3 and never its last one, so no class vanishes from fitting. Patients are
+    ranked by a seeded draw in sorted-ID order, so the same fold and seed always hold out the same
+    patients, whatever regime runs; regimes are then compared on identical model selection.
+    Synthetic rows are never held out (they stay in `fit`; see regimes.drop_derived for their leakage rule).
+    """
+    real = train.where(train.table["origin"] == "real")
+    if fraction <= 0 or len(real) == 0:
+        return train, real.where([False] * len(real))
+    labels = patient_labels(real)  # one class per patient (its majority), sorted by patient ID
+    rng = np.random.default_rng(seed)
+    draw = pd.Series(rng.random(len(labels)), index=labels.index)
+    held_out: list[str] = []
+    for label in sorted(labels.unique()):
+        patients = draw[labels == label].sort_values()
+        n = len(patients)
+        count = min(n - 1, max(1 if n >= 3 else 0, round(fraction * n)))
+        held_out.extend(patients.index[:count])
+    is_stop = train.table["patient_id"].isin(held_out) & (train.table["origin"] == "real")
+    return train.where(~is_stop), train.where(is_stop)
+
+
+# ----------------------------------------------------------------------------- helpers
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def state_fingerprint(model: nn.Module) -> str:
+    """A short hash of every tensor in the state dict: equal weights give equal fingerprints."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def class_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:
+    """n / (K * n_c), the 'balanced' weighting; classes absent from fitting get weight 1 (they never occur)."""
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_classes).astype(float)
+    weights = np.ones(num_classes)
+    present = counts > 0
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _loader(dataset: Dataset, config: TrainConfig, shuffle: bool, generator: torch.Generator | None) -> DataLoader:
+    # Dropping a last batch of one keeps BatchNorm layers in heads (pocovidnet) from failing on it.
+    drop_last = shuffle and len(dataset) % config.batch_size == 1 and len(dataset) > config.batch_size
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=config.num_workers, drop_last=drop_last)
+
+
+@torch.no_grad()
+def predict_probabilities(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 64) -> np.ndarray:
+    """Softmax outputs (N, K) in dataset order, with the model in eval mode."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    outputs = [torch.softmax(model(images.to(device)).float(), dim=1).cpu() for images, _ in loader]
+    return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0))
+
+
+@torch.no_grad()
+def _mean_loss(model: nn.Module, dataset: Dataset, device: torch.device, weight: torch.Tensor | None,
+               batch_size: int) -> float:
+    """Mean (class-weighted when training is) cross-entropy over a whole dataset."""
+    model.eval()
+    total, norm = 0.0, 0.0
+    for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        targets = targets.to(device)
+        losses = nn.functional.cross_entropy(model(images.to(device)).float(), targets, reduction="none")
+        w = weight[targets] if weight is not None else torch.ones_like(losses)
+        total += float((losses * w).sum())
+        norm += float(w.sum())
+    return total / max(norm, 1e-12)
+
+
+# ----------------------------------------------------------------------------- the loop
+@dataclass(frozen=True)
+class TrainResult:
+    history: pd.DataFrame  # one row per epoch: LOSS_COLUMNS
+    best_epoch: int  # the epoch whose weights the model now holds
+    stopped_early: bool
+    resumed_from_epoch: int  # 0 unless an interrupted run was continued
+
+
+def train_classifier(model: nn.Module, fit: Dataset, stop: Dataset | None, config: TrainConfig,
+                     device: torch.device, *, stage: str = "train", losses_csv: Path | None = None,
+                     state_path: Path | None = None, progress: bool = True) -> TrainResult:
+    """Fit `model` in place and leave it holding the weights of the epoch with the lowest stopping loss.
+
+    Without a stopping set every epoch runs and the last weights are kept. After each epoch the
+    loss history is rewritten to `losses_csv` (rows of other stages in it are kept) and, with
+    `state_path`, everything needed to continue is saved there, so an interrupted run resumes at
+    the next epoch with the same result; the state file is removed when training ends.
+    """
+    model.to(device)
+    targets = getattr(fit, "targets", None)
+    weight = None
+    if config.class_weighting:
+        if targets is None:
+            raise TypeError("class weighting needs a dataset with a `targets` attribute")
+        weight = class_weights(targets, model.num_classes).to(device)
+    criterion = nn.CrossEntropyLoss(weight=weight)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    seed_everything(config.seed)
+
+    history: list[dict] = []
+    best_loss, best_epoch, best_state, waited = float("inf"), 0, None, 0
+    start_epoch = 1
+    if state_path is not None and state_path.is_file():
+        saved = load_checkpoint(state_path, map_location=device)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["loader_generator"])
+        restore_rng_state(saved["rng"])
+        history, best_loss, best_epoch, waited = saved["history"], saved["best_loss"], saved["best_epoch"], saved["waited"]
+        best_state = saved["best_state"]
+        start_epoch = len(history) + 1
+    resumed_from = start_epoch - 1
+    previous_rows = _other_stage_rows(losses_csv, stage)
+
+    loader = _loader(fit, config, shuffle=True, generator=generator)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=stderr_console, disable=not progress) as bar:
+        for epoch in range(start_epoch, config.epochs + 1):
+            if waited >= config.patience:
+                break
+            started = time.perf_counter()
+            title = f"{stage} epoch {epoch}/{config.epochs}"
+            task = bar.add_task(title, total=len(loader))
+            train_loss = _train_epoch(model, loader, criterion, optimizer, device, lambda task=task: bar.advance(task))
+            stop_loss = _mean_loss(model, stop, device, weight, config.batch_size) if stop is not None else float("nan")
+            watching = epoch > config.warmup_epochs or epoch == config.epochs
+            improved = stop is None or (watching and stop_loss < best_loss - config.min_delta)
+            if improved:
+                best_loss, best_epoch, waited = stop_loss, epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            elif watching:
+                waited += 1
+            history.append({"stage": stage, "epoch": epoch, "train_loss": train_loss, "stop_loss": stop_loss,
+                            "best": improved, "seconds": time.perf_counter() - started})
+            bar.update(task, description=f"{title}  train {train_loss:.4f}  stop {stop_loss:.4f}{' *' if improved else '  '}")
+            if losses_csv is not None:
+                _write_losses(losses_csv, previous_rows, history)
+            if state_path is not None:
+                save_checkpoint(state_path, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "loader_generator": generator.get_state(), "rng": capture_rng_state(), "history": history,
+                    "best_loss": best_loss, "best_epoch": best_epoch, "waited": waited, "best_state": best_state,
+                })
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if state_path is not None and state_path.is_file():
+        state_path.unlink()
+    frame = pd.DataFrame(history, columns=list(LOSS_COLUMNS))
+    return TrainResult(history=frame, best_epoch=best_epoch, stopped_early=len(history) < config.epochs,
+                       resumed_from_epoch=resumed_from)
+
+
+def _train_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                 device: torch.device, advance: Callable[[], None]) -> float:
+    model.train()
+    total, count = 0.0, 0
+    for images, targets in loader:
+        images, targets = images.to(device), targets.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(images).float(), targets)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(targets)
+        count += len(targets)
+        advance()
+    return total / max(count, 1)
+
+
+def _other_stage_rows(losses_csv: Path | None, stage: str) -> pd.DataFrame:
+    if losses_csv is None or not losses_csv.is_file():
+        return pd.DataFrame(columns=list(LOSS_COLUMNS))
+    rows = pd.read_csv(losses_csv)
+    return rows[rows["stage"] != stage]
+
+
+def _write_losses(path: Path, previous: pd.DataFrame, history: list[dict]) -> None:
+    current = pd.DataFrame(history, columns=list(LOSS_COLUMNS))
+    frames = [f for f in (previous, current) if len(f)]
+    table = pd.concat(frames, ignore_index=True) if frames else current
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)

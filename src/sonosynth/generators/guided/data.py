@@ -1,0 +1,90 @@
+"""Training images as one in-memory tensor in [-1, 1], and the patient-level held-out split of the classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sonosynth.data.images import UnreadableImage, load_grayscale
+from sonosynth.data.manifest import Manifest
+from sonosynth.errors import InputDataError, SonosynthError
+
+
+@dataclass(frozen=True)
+class TrainingTensors:
+    images: torch.Tensor  # (N, C, S, S) float32 in [-1, 1]
+    labels: torch.Tensor  # (N,) int64 class indices into `classes`
+    classes: list[str]
+    patients: list[str]
+
+
+def resolve_classes(manifest: Manifest, wanted: list[str] | None) -> list[str]:
+    """The class list (sorted, the canonical order); every class must have images and there must be two."""
+    present = manifest.classes
+    classes = sorted(wanted) if wanted else present
+    empty = [c for c in classes if c not in present]
+    if empty:
+        raise InputDataError(f"{manifest.root}: class(es) {empty} have no images in the training manifest "
+                             f"(it has {present}); drop them from `classes` or add their images.")
+    if len(classes) < 2:
+        raise InputDataError(f"{manifest.root}: the guided generator is class-conditional and needs images of at "
+                             f"least two classes; this manifest has only {classes}.")
+    return classes
+
+
+def load_image(path, size: int, channels: int) -> np.ndarray:
+    try:
+        if channels == 1:
+            image = Image.fromarray(load_grayscale(path))
+        else:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
+    except (UnreadableImage, OSError) as exc:
+        raise InputDataError(f"{path}: cannot be read as an image ({exc}); fix or remove its manifest row.") from exc
+    array = np.asarray(image.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def load_training_tensors(manifest: Manifest, classes: list[str], size: int, channels: int) -> TrainingTensors:
+    subset = manifest.with_labels(classes)
+    arrays = [load_image(p, size, channels) for p in subset.absolute_paths()]
+    images = torch.from_numpy(np.clip(np.stack(arrays), 0, 255) / 127.5 - 1.0).float()
+    index = {c: i for i, c in enumerate(classes)}
+    labels = torch.tensor([index[label] for label in subset.labels], dtype=torch.long)
+    patients = [str(p) for p in subset.table["patient_id"]]
+    return TrainingTensors(images, labels, classes, patients)
+
+
+def held_out_split(data: TrainingTensors, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices; whole patients are held out, about `fraction` of each class.
+
+    Holding out patients rather than frames keeps near-duplicate video frames from inflating the accuracy.
+    A class with a single patient keeps it in training (its accuracy is then not measured).
+    """
+    if fraction <= 0:
+        return np.arange(len(data.labels)), np.array([], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    labels = data.labels.numpy()
+    patients = np.asarray(data.patients)
+    held = np.zeros(len(labels), dtype=bool)
+    for k in range(len(data.classes)):
+        in_class = labels == k
+        members = np.unique(patients[in_class])
+        if len(members) < 2:
+            continue
+        target = fraction * in_class.sum()
+        taken = 0
+        for patient in rng.permutation(members):
+            if taken >= target:
+                break
+            rows = in_class & (patients == patient)
+            held |= rows
+            taken += rows.sum()
+    train, test = np.flatnonzero(~held), np.flatnonzero(held)
+    if len(train) == 0:
+        raise SonosynthError("no training images left for the classifier after holding out patients; "
+                             "lower classifier.held_out_fraction.")
+    return train, test

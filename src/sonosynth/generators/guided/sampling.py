@@ -1,0 +1,254 @@
+"""Sampling loop with classifier guidance, classifier-free guidance or none; DDPM or DDIM; seeded per image.
+
+Classifier guidance follows Dhariwal & Nichol: with DDPM the reverse-step mean moves by
+scale * variance * grad_x log p(y | x_t, t); with DDIM the predicted noise moves by
+-sqrt(1 - abar_t) * scale * grad_x log p(y | x_t, t) (guidance on the score). Classifier-free
+guidance mixes the conditional and "no label" predictions: eps_u + w * (eps_c - eps_u).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+from torch import nn
+
+from sonosynth.checkpoint import load_checkpoint
+from sonosynth.data.manifest import MANIFEST_FILENAME, Manifest
+from sonosynth.device import resolve_device
+from sonosynth.errors import SonosynthError
+from sonosynth.generators.base import SyntheticSetWriter, to_uint8
+from sonosynth.generators.guided.config import GuidedConfig, SampleConfig
+from sonosynth.generators.guided.networks import build_classifier, build_denoiser, null_label
+from sonosynth.generators.guided.schedules import (
+    alphas_cumprod,
+    ddim_step,
+    ddim_timesteps,
+    posterior,
+    predict_eps,
+    predict_x0,
+)
+from sonosynth.generators.guided.training import CHECKPOINT_NAME, TRAINING_MANIFEST_DIR
+from sonosynth.progress import track
+
+SEED_STRIDE = 1_000_000  # seeds of class k start at base + k * SEED_STRIDE, so classes never share noise
+GENERATOR_NAME = "guided"
+
+
+@dataclass(frozen=True)
+class GuidedModel:
+    """A trained checkpoint ready to sample: networks in eval mode plus what they were trained with."""
+
+    path: Path  # the checkpoint file
+    config: GuidedConfig
+    classes: list[str]
+    denoiser: nn.Module
+    classifier: nn.Module | None
+    abar: torch.Tensor
+    device: torch.device
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def class_index(self, label: str) -> int:
+        if label not in self.classes:
+            raise SonosynthError(f"{self.path}: label {label!r} was not trained; this checkpoint knows {self.classes}.")
+        return self.classes.index(label)
+
+
+def checkpoint_file(checkpoint: str | Path) -> Path:
+    path = Path(checkpoint)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+def load_model(checkpoint: str | Path, device: str = "auto", use_ema: bool = True) -> GuidedModel:
+    path = checkpoint_file(checkpoint)
+    payload = load_checkpoint(path)
+    if payload.get("generator") != GENERATOR_NAME:
+        raise SonosynthError(f"{path}: not a guided-diffusion checkpoint.")
+    config = GuidedConfig.model_validate(payload["config"])
+    classes = list(payload["classes"])
+    target = resolve_device(device)
+    denoiser = build_denoiser(config, len(classes))
+    if use_ema:
+        # AveragedModel keeps the averaged copy under "module." next to its own counter.
+        weights = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}
+    else:
+        weights = payload["denoiser"]
+    denoiser.load_state_dict(weights)
+    classifier = None
+    if payload.get("classifier") is not None:
+        classifier = build_classifier(config, len(classes))
+        classifier.load_state_dict(payload["classifier"])
+        classifier = classifier.to(target).eval()
+    return GuidedModel(path, config, classes, denoiser.to(target).eval(), classifier,
+                       alphas_cumprod(config.schedule), target)
+
+
+def resolve_settings(model: GuidedModel, overrides: dict[str, Any]) -> SampleConfig:
+    """The checkpoint's sampling defaults with the caller's overrides; impossible combinations are errors."""
+    try:
+        settings = SampleConfig.model_validate({**model.config.sample.model_dump(), **overrides})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SonosynthError(f"sampling settings: {problems}") from exc
+    if settings.guidance == "classifier" and model.classifier is None:
+        raise SonosynthError(f"{model.path}: classifier guidance asked for, but this checkpoint was trained without "
+                             "a noisy classifier; use --guidance cfg or none.")
+    if settings.sampler == "ddim":
+        ddim_timesteps(model.config.schedule.num_train_timesteps, settings.steps)  # validates the step count
+    return settings
+
+
+def recorded_settings(model: GuidedModel, settings: SampleConfig) -> dict[str, Any]:
+    """What goes into each synthetic row's `settings` (everything that changes the image, nothing else)."""
+    steps = settings.steps if settings.sampler == "ddim" else model.config.schedule.num_train_timesteps
+    return {"guidance": settings.guidance, "scale": settings.scale if settings.guidance != "none" else None,
+            "sampler": settings.sampler, "steps": steps, "eta": settings.eta if settings.sampler == "ddim" else None,
+            "conditional": settings.conditional, "ema": settings.use_ema, "image_size": model.config.image_size}
+
+
+def _noise(generators: list[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+
+
+def _predicted_noise(model: GuidedModel, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
+                     settings: SampleConfig) -> torch.Tensor:
+    unconditional = torch.full_like(labels, null_label(len(model.classes)))
+    if settings.guidance == "cfg":
+        both = model.denoiser(torch.cat([x, x]), torch.cat([t, t]), class_labels=torch.cat([labels, unconditional]))
+        conditional, free = both.chunk(2)
+        return free + settings.scale * (conditional - free)
+    return model.denoiser(x, t, class_labels=labels if settings.conditional else unconditional)
+
+
+def classifier_gradient(classifier: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """grad_x log p(y | x_t, t) for each image's own label."""
+    with torch.enable_grad():
+        x_in = x.detach().requires_grad_(True)
+        log_probs = F.log_softmax(classifier(x_in, t).float(), dim=-1)
+        chosen = log_probs[torch.arange(len(labels), device=x.device), labels]
+        return torch.autograd.grad(chosen.sum(), x_in)[0]
+
+
+@torch.no_grad()
+def sample_batch(model: GuidedModel, labels: list[int], seeds: list[int], settings: SampleConfig) -> torch.Tensor:
+    """Images in [-1, 1], (N, C, S, S); image i depends only on (labels[i], seeds[i], settings)."""
+    device, abar = model.device, model.abar
+    shape = (model.config.in_channels, model.config.image_size, model.config.image_size)
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    y = torch.tensor(labels, dtype=torch.long, device=device)
+    x = _noise(generators, shape, device)
+    total = model.config.schedule.num_train_timesteps
+    timesteps = (list(range(total - 1, -1, -1)) if settings.sampler == "ddpm"
+                 else ddim_timesteps(total, settings.steps))
+    guided = settings.guidance == "classifier"
+    for i, t in enumerate(timesteps):
+        t_batch = torch.full((len(labels),), t, dtype=torch.long, device=device)
+        eps = _predicted_noise(model, x, t_batch, y, settings).float()
+        grad = settings.scale * classifier_gradient(model.classifier, x, t_batch, y) if guided else None
+        if settings.sampler == "ddpm":
+            x0 = predict_x0(x, eps, t, abar).clamp(-1, 1)
+            mean, variance = posterior(x0, x, t, abar)
+            if grad is not None:
+                mean = mean + variance * grad
+            x = mean + variance**0.5 * _noise(generators, shape, device) if t > 0 else mean
+        else:
+            if grad is not None:
+                eps = eps - (1 - abar[t]).sqrt().to(x) * grad
+            x0 = predict_x0(x, eps, t, abar).clamp(-1, 1)
+            eps = predict_eps(x, x0, t, abar)
+            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            noise = _noise(generators, shape, device) if settings.eta > 0 and t_prev >= 0 else None
+            x = ddim_step(x0, eps, t, t_prev, abar, settings.eta, noise)
+    return x.clamp(-1, 1)
+
+
+def image_seeds(base: int, class_index: int, count: int, offset: int = 0) -> list[int]:
+    start = base + class_index * SEED_STRIDE + offset
+    return list(range(start, start + count))
+
+
+def _writer(model: GuidedModel, out: Path, label: str, settings: dict[str, Any]) -> SyntheticSetWriter:
+    parents = [model.folder / TRAINING_MANIFEST_DIR / MANIFEST_FILENAME]
+    writer = SyntheticSetWriter(out, GENERATOR_NAME, model.folder, parents, settings, label)
+    clash = [r["path"] for r in writer.rows.values() if r["label"] == label and r["settings"] != writer.settings]
+    if clash:
+        raise SonosynthError(f"{out} already holds {label!r} images sampled with other settings "
+                             f"({json.loads(writer.rows[clash[0]]['settings'])}); use another --out.")
+    return writer
+
+
+def sample_into(model: GuidedModel, out: str | Path, per_class: dict[str, int], seed: int = 0, seed_offset: int = 0,
+                progress: bool = True, **overrides: Any) -> Manifest:
+    """Write `per_class[label]` images of each label into the SyntheticSet `out`; resumes by seed."""
+    out = Path(out)
+    settings = resolve_settings(model, overrides)
+    record = recorded_settings(model, settings)
+    jobs = []
+    for label, count in per_class.items():
+        k = model.class_index(label)
+        writer = _writer(model, out, label, record)
+        for start in range(0, count, settings.batch_size):
+            seeds = image_seeds(seed, k, min(settings.batch_size, count - start), seed_offset + start)
+            missing = writer.missing_seeds(seeds)
+            if missing:
+                jobs.append((label, k, missing))
+    for label, k, seeds in track(jobs, f"sampling into {out}", enabled=progress):
+        writer = _writer(model, out, label, record)  # re-read: the manifest holds every label's rows so far
+        images = to_uint8(sample_batch(model, [k] * len(seeds), seeds, settings).cpu().numpy())
+        try:
+            for s, image in zip(seeds, images, strict=True):
+                writer.add(s, image)
+            writer.flush()
+        except OSError as exc:
+            raise SonosynthError(f"{out}: could not write samples ({exc}); images already written are kept. "
+                                 "Free disk space and re-run the same command to continue.") from exc
+    if not (out / MANIFEST_FILENAME).is_file():
+        return Manifest.from_rows([], out)
+    return Manifest.read(out / MANIFEST_FILENAME)
+
+
+def generate_rounds(checkpoint: str | Path, out: str | Path, per_class: int, rounds: int = 1,
+                    labels: list[str] | None = None, seed: int = 0, device: str = "auto", progress: bool = True,
+                    **overrides: Any) -> list[Manifest]:
+    """The study's generation: `rounds` SyntheticSets (out/round-1, ...) of `per_class` images of each label.
+
+    Each round has its own seeds, so round 2 adds new images; re-running continues unfinished rounds and
+    never writes more than `per_class` images of a label into a round.
+    """
+    if per_class < 1 or rounds < 1:
+        raise SonosynthError("--per-class and --rounds must be at least 1.")
+    if per_class * rounds > SEED_STRIDE:
+        raise SonosynthError(f"at most {SEED_STRIDE} images per class over all rounds.")
+    model = load_model(checkpoint, device, use_ema=overrides.get("use_ema", True))
+    wanted = labels or model.classes
+    for label in wanted:
+        model.class_index(label)
+    return [sample_into(model, Path(out) / f"round-{r + 1}", {label: per_class for label in wanted}, seed=seed,
+                        seed_offset=r * per_class, progress=progress, **overrides) for r in range(rounds)]
+
+
+@torch.no_grad()
+def classify_images(model: GuidedModel, manifest: Manifest, t: int = 0, batch_size: int = 64) -> np.ndarray:
+    """The noisy classifier's predicted class names for a manifest's images, read at timestep t (0: clean)."""
+    from sonosynth.generators.guided.data import load_image
+
+    if model.classifier is None:
+        raise SonosynthError(f"{model.path}: this checkpoint has no noisy classifier.")
+    size, channels = model.config.image_size, model.config.in_channels
+    paths = manifest.absolute_paths()
+    predicted: list[int] = []
+    for start in range(0, len(paths), batch_size):
+        chunk = np.stack([load_image(p, size, channels) for p in paths[start:start + batch_size]])
+        x = torch.from_numpy(chunk / 127.5 - 1.0).float().to(model.device)
+        logits = model.classifier(x, torch.full((len(x),), t, dtype=torch.long, device=model.device))
+        predicted.extend(logits.argmax(1).cpu().tolist())
+    return np.asarray([model.classes[i] for i in predicted])

@@ -1,0 +1,314 @@
+"""Training the class-conditional denoiser and the noisy classifier together, resumable and DDP-ready.
+
+Every random draw of a step (batch, timesteps, noise, label dropout, dropout layers) comes from
+generators seeded by (seed, step, rank), so a resumed run repeats exactly what an uninterrupted one
+would have done; the global RNG state is still checkpointed for anything outside that.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from sonosynth.atomic import write_text_atomic
+from sonosynth.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from sonosynth.data.manifest import Manifest
+from sonosynth.device import autocast
+from sonosynth.errors import SonosynthError
+from sonosynth.generators.guided.config import GuidedConfig
+from sonosynth.generators.guided.data import (
+    TrainingTensors,
+    held_out_split,
+    load_training_tensors,
+    resolve_classes,
+)
+from sonosynth.generators.guided.distributed import ProcessGroup, join_process_group
+from sonosynth.generators.guided.networks import build_classifier, build_denoiser, null_label
+from sonosynth.generators.guided.schedules import ddpm_scheduler
+from sonosynth.progress import stderr_console, track
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "train_log.csv"
+EVAL_NAME = "classifier_eval.csv"
+CONFIG_NAME = "config.yaml"
+TRAINING_MANIFEST_DIR = "training"  # a copy of the training manifest, the parents of every sample
+
+
+@dataclass
+class Models:
+    denoiser: nn.Module
+    ema: AveragedModel
+    optimizer: torch.optim.Optimizer
+    lr_schedule: torch.optim.lr_scheduler.LambdaLR
+    classifier: nn.Module | None
+    classifier_optimizer: torch.optim.Optimizer | None
+    scaler: torch.amp.GradScaler
+    step: int = 0
+    log: list[dict] = field(default_factory=list)
+
+
+def _warmup(warmup_steps: int):
+    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+def build_models(config: GuidedConfig, num_classes: int, device: torch.device) -> Models:
+    denoiser = build_denoiser(config, num_classes).to(device)
+    ema = AveragedModel(denoiser, multi_avg_fn=get_ema_multi_avg_fn(config.train.ema_decay), use_buffers=True)
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup(config.train.warmup_steps))
+    classifier = classifier_optimizer = None
+    if config.classifier.enabled:
+        classifier = build_classifier(config, num_classes).to(device)
+        classifier_optimizer = torch.optim.AdamW(classifier.parameters(), lr=config.classifier.lr,
+                                                 weight_decay=config.classifier.weight_decay)
+    use_scaler = device.type == "cuda" and config.train.precision == "fp16"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    return Models(denoiser, ema, optimizer, lr_schedule, classifier, classifier_optimizer, scaler)
+
+
+def _state(models: Models, config: GuidedConfig, classes: list[str], held_out: np.ndarray) -> dict:
+    return {
+        "generator": "guided", "config": config.model_dump(mode="json"), "classes": classes, "step": models.step,
+        "denoiser": models.denoiser.state_dict(), "ema": models.ema.state_dict(),
+        "optimizer": models.optimizer.state_dict(), "lr_schedule": models.lr_schedule.state_dict(),
+        "classifier": models.classifier.state_dict() if models.classifier else None,
+        "classifier_optimizer": models.classifier_optimizer.state_dict() if models.classifier_optimizer else None,
+        "grad_scaler": models.scaler.state_dict(), "rng": capture_rng_state(), "log": list(models.log),
+        "held_out": held_out.tolist(),
+    }
+
+
+def _restore(models: Models, payload: dict) -> None:
+    models.denoiser.load_state_dict(payload["denoiser"])
+    models.ema.load_state_dict(payload["ema"])
+    models.optimizer.load_state_dict(payload["optimizer"])
+    models.lr_schedule.load_state_dict(payload["lr_schedule"])
+    if models.classifier is not None:
+        models.classifier.load_state_dict(payload["classifier"])
+        models.classifier_optimizer.load_state_dict(payload["classifier_optimizer"])
+    models.scaler.load_state_dict(payload["grad_scaler"])
+    models.step = int(payload["step"])
+    models.log = list(payload["log"])
+    restore_rng_state(payload["rng"])
+
+
+def _comparable(config: dict) -> dict:
+    """Config without the fields a resumed run may change (how long to train, how often to write)."""
+    train = {k: v for k, v in config["train"].items() if k not in ("steps", "checkpoint_every", "log_every")}
+    return {**config, "train": train, "sample": None}
+
+
+def _step_generator(seed: int, step: int, rank: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 64 + rank) * 8 + stream)
+
+
+def denoiser_loss(denoiser: nn.Module, data: TrainingTensors, config: GuidedConfig, scheduler,
+                  step: int, rank: int, device: torch.device) -> torch.Tensor:
+    """Epsilon-prediction MSE on a random batch at random timesteps, labels dropped with p=label_dropout."""
+    gen = _step_generator(config.train.seed, step, rank, 0)
+    batch = config.train.batch_size
+    index = torch.randint(0, len(data.labels), (batch,), generator=gen)
+    x0 = data.images[index]
+    if config.train.hflip:
+        flip = torch.rand(batch, generator=gen) < 0.5
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    labels = data.labels[index]
+    drop = torch.rand(batch, generator=gen) < config.train.label_dropout
+    labels = torch.where(drop, torch.full_like(labels, null_label(len(data.classes))), labels)
+    t = torch.randint(0, config.schedule.num_train_timesteps, (batch,), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    x0, labels, t, noise = x0.to(device), labels.to(device), t.to(device), noise.to(device)
+    x_t = scheduler.add_noise(x0, noise, t)
+    with autocast(device, _precision(config, device)):
+        predicted = denoiser(x_t, t, class_labels=labels)
+    return F.mse_loss(predicted.float(), noise)
+
+
+def classifier_loss(classifier: nn.Module, data: TrainingTensors, train_index: torch.Tensor, config: GuidedConfig,
+                    scheduler, step: int, rank: int, device: torch.device) -> torch.Tensor:
+    """Cross-entropy of the classifier on x_t at uniformly random t, so its gradient is useful mid-trajectory."""
+    gen = _step_generator(config.train.seed, step, rank, 1)
+    batch = config.classifier.batch_size
+    index = train_index[torch.randint(0, len(train_index), (batch,), generator=gen)]
+    x0, labels = data.images[index], data.labels[index]
+    if config.train.hflip:
+        flip = torch.rand(batch, generator=gen) < 0.5
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    t = torch.randint(0, config.schedule.num_train_timesteps, (batch,), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    x_t = scheduler.add_noise(x0.to(device), noise.to(device), t.to(device))
+    with autocast(device, _precision(config, device)):
+        logits = classifier(x_t, t.to(device))
+    return F.cross_entropy(logits.float(), labels.to(device))
+
+
+def _precision(config: GuidedConfig, device: torch.device) -> str:
+    return config.train.precision if device.type == "cuda" else "fp32"
+
+
+@torch.no_grad()
+def classifier_accuracy_by_t(classifier: nn.Module, data: TrainingTensors, index: np.ndarray, config: GuidedConfig,
+                             scheduler, device: torch.device, batch_size: int = 64) -> pd.DataFrame:
+    """Held-out accuracy of the noisy classifier in `t_buckets` equal ranges of t (fixed noise, comparable runs)."""
+    rows = []
+    if len(index) == 0:
+        return pd.DataFrame(rows, columns=["t_from", "t_to", "images", "accuracy"])
+    was_training = classifier.training
+    classifier.eval()
+    total = config.schedule.num_train_timesteps
+    edges = np.linspace(0, total, config.classifier.t_buckets + 1).round().astype(int)
+    gen = torch.Generator().manual_seed(12345)
+    for lo, hi in itertools.pairwise(edges):
+        correct = 0
+        for start in range(0, len(index), batch_size):
+            chunk = torch.as_tensor(index[start:start + batch_size])
+            x0, labels = data.images[chunk], data.labels[chunk]
+            t = torch.randint(int(lo), int(hi), (len(chunk),), generator=gen)
+            noise = torch.randn(x0.shape, generator=gen)
+            x_t = scheduler.add_noise(x0.to(device), noise.to(device), t.to(device))
+            correct += int((classifier(x_t, t.to(device)).argmax(1).cpu() == labels).sum())
+        rows.append({"t_from": int(lo), "t_to": int(hi) - 1, "images": len(index), "accuracy": correct / len(index)})
+    classifier.train(was_training)
+    return pd.DataFrame(rows)
+
+
+def _write_outputs(out: Path, models: Models, config: GuidedConfig, classes: list[str], held_out: np.ndarray,
+                   accuracy: pd.DataFrame | None) -> None:
+    """Checkpoint, log and evaluation, each atomic; a full disk leaves the previous checkpoint intact."""
+    path = out / CHECKPOINT_NAME
+    try:
+        save_checkpoint(path, _state(models, config, classes, held_out))
+        write_text_atomic(out / LOG_NAME, pd.DataFrame(models.log).to_csv(index=False))
+        if accuracy is not None:
+            write_text_atomic(out / EVAL_NAME, accuracy.assign(step=models.step).to_csv(index=False))
+    except OSError as exc:
+        raise SonosynthError(f"{path}: could not write the checkpoint ({exc}); the previous checkpoint is intact. "
+                             "Free disk space and re-run with --resume.") from exc
+
+
+def _prepare_out(out: Path, training: Manifest, config: GuidedConfig, classes: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / CONFIG_NAME, yaml.safe_dump({**config.model_dump(mode="json"), "classes_trained": classes},
+                                                        sort_keys=False))
+    training.with_labels(classes).rebased(out / TRAINING_MANIFEST_DIR).write()
+
+
+def _load_resume(out: Path, config: GuidedConfig, classes: list[str], resume: bool) -> dict | None:
+    path = out / CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    payload = load_checkpoint(path)
+    if not resume:
+        raise SonosynthError(f"{out} already holds a training run (step {payload['step']}); pass --resume to "
+                             "continue it, or choose another --out.")
+    if _comparable(payload["config"]) != _comparable(config.model_dump(mode="json")):
+        raise SonosynthError(f"{path}: was trained with a different config; only train.steps (and how often to "
+                             "log/checkpoint) may change on --resume. Use another --out for a new config.")
+    if payload["classes"] != classes:
+        raise SonosynthError(f"{path}: was trained on classes {payload['classes']}, the manifest now gives {classes}.")
+    return payload
+
+
+def fit(training: Manifest, out: str | Path, config: GuidedConfig, *, device: str = "auto", resume: bool = True,
+        progress: bool = True) -> Path:
+    """Train (or continue training) into `out`; returns the checkpoint folder. Under torchrun, every rank calls this."""
+    out = Path(out)
+    group = join_process_group(device)
+    try:
+        return _fit(training, out, config, group, resume, progress)
+    finally:
+        group.close()
+
+
+def _fit(training: Manifest, out: Path, config: GuidedConfig, group: ProcessGroup, resume: bool,
+         progress: bool) -> Path:
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    device = group.device
+    classes = resolve_classes(training, config.classes)
+    data = load_training_tensors(training, classes, config.image_size, config.in_channels)
+    train_index, held_out = held_out_split(data, config.classifier.held_out_fraction, config.train.seed)
+    train_index_t = torch.as_tensor(train_index)
+    payload = _load_resume(out, config, classes, resume)
+    group.barrier()  # every rank has read the old checkpoint before rank 0 may replace it
+    if group.is_main:
+        _prepare_out(out, training, config, classes)
+
+    torch.manual_seed(config.train.seed)  # identical initial weights on every rank
+    models = build_models(config, len(classes), device)
+    if payload is not None:
+        _restore(models, payload)
+    denoiser, classifier = models.denoiser, models.classifier
+    if group.distributed:
+        denoiser = DistributedDataParallel(models.denoiser)
+        classifier = DistributedDataParallel(models.classifier) if models.classifier is not None else None
+    scheduler = ddpm_scheduler(config.schedule)
+    last_saved = models.step if payload is not None else None
+
+    steps = range(models.step, config.train.steps)
+    for step in track(steps, "training guided diffusion", total=len(steps), enabled=progress and group.is_main):
+        torch.manual_seed(config.train.seed * 7919 + step * 31 + group.rank)  # dropout layers, per step
+        loss = denoiser_loss(denoiser, data, config, scheduler, step, group.rank, device)
+        c_loss = (classifier_loss(classifier, data, train_index_t, config, scheduler, step, group.rank, device)
+                  if classifier is not None else torch.zeros((), device=device))
+        if not group.all_true(math.isfinite(loss.item()) and math.isfinite(c_loss.item())):
+            kept = (f"the last good checkpoint (step {last_saved}) is kept in {out / CHECKPOINT_NAME}"
+                    if last_saved is not None else "no checkpoint had been written yet")
+            raise SonosynthError(f"training diverged at step {step + 1}: loss {loss.item():.4g}, classifier loss "
+                                 f"{c_loss.item():.4g}; {kept}. Lower train.lr or use fp32, then --resume.")
+        _optimize(models, loss, c_loss, config)
+        models.step = step + 1
+        models.log.append({"step": models.step, "loss": loss.item(), "classifier_loss": c_loss.item(),
+                           "lr": models.optimizer.param_groups[0]["lr"]})
+        if models.step % config.train.checkpoint_every == 0 or models.step == config.train.steps:
+            _checkpoint(out, models, config, classes, data, held_out, scheduler, group)
+            last_saved = models.step
+    if payload is not None and models.step == int(payload["step"]) and group.is_main:
+        stderr_console.print(f"{out}: already trained for {models.step} steps; nothing to do.")
+    group.barrier()
+    return out
+
+
+def _optimize(models: Models, loss: torch.Tensor, c_loss: torch.Tensor, config: GuidedConfig) -> None:
+    pairs = [(models.optimizer, models.denoiser)]
+    if models.classifier is not None:
+        pairs.append((models.classifier_optimizer, models.classifier))
+    for optimizer, _ in pairs:
+        optimizer.zero_grad(set_to_none=True)
+    # The two losses have disjoint graphs, so one backward of their sum gives each network its own gradient.
+    models.scaler.scale(loss + c_loss).backward()
+    for optimizer, module in pairs:
+        models.scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(module.parameters(), config.train.grad_clip)
+        models.scaler.step(optimizer)
+    models.scaler.update()
+    models.lr_schedule.step()
+    models.ema.update_parameters(models.denoiser)
+
+
+def _checkpoint(out: Path, models: Models, config: GuidedConfig, classes: list[str], data: TrainingTensors,
+                held_out: np.ndarray, scheduler, group: ProcessGroup) -> None:
+    if group.is_main:
+        accuracy = None
+        if models.classifier is not None and len(held_out):
+            accuracy = classifier_accuracy_by_t(models.classifier, data, held_out, config, scheduler, group.device)
+        _write_outputs(out, models, config, classes, held_out, accuracy)
+        recent = models.log[-config.train.log_every:]
+        message = (f"step {models.step}: loss {np.mean([r['loss'] for r in recent]):.4f}, "
+                   f"classifier loss {np.mean([r['classifier_loss'] for r in recent]):.4f}")
+        if accuracy is not None:
+            message += "; held-out accuracy by t: " + ", ".join(
+                f"{r.t_from}-{r.t_to}: {r.accuracy:.2f}" for r in accuracy.itertuples())
+        stderr_console.print(message)
+    group.barrier()

@@ -1,0 +1,96 @@
+"""SinDDMConfig: every setting of SinDDM/FewDDM training and sampling, with its reason.
+
+Presets live in sonosynth/presets/sinddm.yaml (smoke, cpu, paper). The model-defining fields default
+to the official code's values; the speed fields default to the fastest setting that does not change
+what the model learns (see benchmarks/sinddm_speed.py and the numbers quoted below).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from sonosynth.config import StrictModel
+
+
+class SinDDMConfig(StrictModel):
+    """SinDDM (one training image) and FewDDM (several) share this config."""
+
+    # ---------------------------------------------------------------- images and pyramid (official values)
+    channels: Literal[1, 3] = Field(1, description="1 = grayscale (the normal case), 3 = RGB.")
+    max_pixels: int = Field(50_000, ge=64, description="finest scale is shrunk to at most this many pixels "
+                            "(official auto_scale=50000; the cpu preset uses 128x128)")
+    scale_step: float = Field(1.411, gt=1.0, description="nominal ratio between scales (re-fitted per image)")
+    coarsest_area: float = Field(3110, gt=0, description="coarsest scale area in px^2 before clamping")
+    coarsest_min: int = Field(42, ge=4, description="coarsest side is clamped to [coarsest_min, coarsest_max]")
+    coarsest_max: int = Field(55, ge=4)
+    blur_level: Literal["official", "float"] = Field(
+        "official", description="'official' reproduces the uint8 wrap-around of the reference code, which sets "
+        "the study's gamma schedule and start steps; 'float' is the signed difference the formula intends "
+        "(it gives start steps near 0, i.e. almost no denoising at the fine scales)")
+
+    # ---------------------------------------------------------------- diffusion and network
+    timesteps: int = Field(100, ge=2, description="T, diffusion steps per scale")
+    dim: int = Field(160, ge=2, description="widest channel count; blocks are dim/2, dim, dim, dim/2")
+
+    # ---------------------------------------------------------------- optimisation (official values)
+    train_steps: int = Field(120_000, ge=1, description="optimizer steps (may be raised on resume)")
+    batch_size: int = Field(32, ge=1, description="noisy copies of the drawn scale/image per step")
+    lr: float = Field(1e-3, gt=0)
+    lr_milestones: list[int] = Field([20_000, 40_000, 70_000, 80_000, 90_000, 110_000],
+                                     description="steps at which the learning rate is multiplied by lr_decay")
+    lr_decay: float = Field(0.5, gt=0, le=1)
+    ema_decay: float = Field(0.995, ge=0, lt=1)
+    ema_start: int = Field(2000, ge=0, description="before this step the EMA is a copy of the model")
+    ema_every: int = Field(10, ge=1, description="EMA update period in steps")
+    seed: int = Field(0, description="seed of initialisation and of the training draws")
+    checkpoint_every: int = Field(1000, ge=1, description="steps between atomic checkpoint writes")
+
+    # ---------------------------------------------------------------- speed (do not change what is learned)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="autocast precision; 'auto' = bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else "
+        "fp32. Measured (paper net, 2-core AMX CPU, batch 4, mean over 5 scales): fp32 2.90 s/step, bf16 "
+        "1.34-1.42 s/step (2.0-2.2x); sampling 32.4 -> 7.35 s per 223 px image")
+    channels_last: bool = Field(True, description="NHWC memory format: fp32 2.90 -> 2.44 s/step; with bf16 "
+                                "about even with NCHW here (1.42 vs 1.34 s/step) but it is the layout GPU "
+                                "tensor cores and oneDNN prefer, so it stays on")
+    crop_size: int | None = Field(
+        None, ge=40, description="train scales larger than this on random crops (one window per batch element, "
+        "the same window in sharp and blurry). The loss counts only pixels at least 16 px (the receptive-field "
+        "radius) from a window edge that is not an image edge, so each counted pixel's loss equals its "
+        "full-image loss and the network never sees false borders. Measured (paper net, batch 4): crop 96 "
+        "takes fp32 2.90 -> 0.92 s/step, with bf16+channels_last 0.54 s/step (5.4x). None = full images "
+        "(official); see the benchmark's equal-time quality table before turning it on")
+
+    # ---------------------------------------------------------------- sampling
+    sample_batch_size: int = Field(16, ge=1, description="images denoised together")
+    sample_stride: int = Field(1, ge=1, description="1 = every timestep (official, 244 network calls at 5 "
+                               "scales); k = about 1/k of the steps per scale, DDIM-like respacing "
+                               "(stride 2: 122 calls, 7.35 -> 3.55 s per 223 px image in bf16)")
+    sample_gamma_max: float = Field(0.55, ge=0, lt=1, description="blend weight clamp during sampling "
+                                    "(official 0.55)")
+    scale_mul: tuple[float, float] = Field((1.0, 1.0), description="(height, width) multiplier of the output "
+                                           "size relative to the training size (official --scale_mul)")
+
+    @field_validator("lr_milestones")
+    @classmethod
+    def _sorted(cls, value: list[int]) -> list[int]:
+        return sorted(value)
+
+    @model_validator(mode="after")
+    def _coarsest_range(self) -> SinDDMConfig:
+        if self.coarsest_min > self.coarsest_max:
+            raise ValueError("coarsest_min must not exceed coarsest_max")
+        if self.dim % 2:
+            raise ValueError("dim must be even")
+        return self
+
+
+# Fields that may differ between a checkpoint and a resumed run: they do not change what the model learns
+# (precision and memory format change only rounding), so a run can be extended or moved to another device.
+RESUMABLE_CHANGES = frozenset({"train_steps", "checkpoint_every", "precision", "channels_last",
+                               "sample_batch_size", "sample_stride",
+                               "sample_gamma_max", "scale_mul"})
+
+__all__ = ["RESUMABLE_CHANGES", "SinDDMConfig"]

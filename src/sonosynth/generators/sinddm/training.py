@@ -1,0 +1,299 @@
+"""Fitting SinDDM/FewDDM: the training loop, atomic checkpoints, exact resume, the loss log.
+
+The loop follows the official trainer: each step draws one scale uniformly (and, for FewDDM, one of
+the k images uniformly: the study's rule), a batch of copies of that scale's image, each copy with
+its own t ~ U{0..T-1} and noise; L1 loss between the true and predicted noise; Adam; the learning
+rate multiplied by lr_decay at the milestones; every ema_every steps the EMA is reset to the model
+before ema_start and updated with ema_decay after.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch.nn import functional as F
+
+from sonosynth.atomic import atomic_path
+from sonosynth.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from sonosynth.device import autocast, cpu_supports_bf16
+from sonosynth.errors import SonosynthError
+from sonosynth.generators.sinddm.config import RESUMABLE_CHANGES, SinDDMConfig
+from sonosynth.generators.sinddm.data import TrainingData
+from sonosynth.generators.sinddm.diffusion import DiffusionTables, forward_process
+from sonosynth.generators.sinddm.network import SinDDMDenoiser
+from sonosynth.progress import stderr_console
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOSS_LOG_NAME = "loss.csv"
+GENERATOR_NAME = "sinddm"
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 where the hardware has fast bf16 (CUDA with bf16, AMX/AVX512-BF16 CPUs), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def memory_format(config: SinDDMConfig) -> torch.memory_format:
+    return torch.channels_last if config.channels_last else torch.contiguous_format
+
+
+@dataclass
+class TrainingState:
+    """Everything that evolves during training (what a checkpoint restores)."""
+
+    model: SinDDMDenoiser
+    ema: SinDDMDenoiser
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    step: int = 0
+
+
+def new_state(config: SinDDMConfig, device: torch.device) -> TrainingState:
+    model = SinDDMDenoiser(config.channels, config.dim).to(device=device, memory_format=memory_format(config))
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.lr_milestones, gamma=config.lr_decay)
+    return TrainingState(model, ema, optimizer, scheduler)
+
+
+@torch.no_grad()
+def update_ema(state: TrainingState, config: SinDDMConfig) -> None:
+    """Official rule, applied after the optimizer step of step `state.step` when step % ema_every == 0."""
+    if state.step % config.ema_every:
+        return
+    if state.step < config.ema_start:
+        state.ema.load_state_dict(state.model.state_dict())
+        return
+    for ema_param, param in zip(state.ema.parameters(), state.model.parameters(), strict=True):
+        ema_param.lerp_(param, 1.0 - config.ema_decay)
+
+
+RECEPTIVE_RADIUS = 16  # the denoiser sees 33 x 33 px: an output pixel depends on inputs up to 16 px away
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training step's images: B copies (or crops) of one scale of one training image."""
+
+    scale: int
+    image: int
+    sharp: torch.Tensor
+    blurry: torch.Tensor
+    mask: torch.Tensor | None = None  # crops: 1 where the loss equals the full-image loss, else 0
+
+
+def random_crops(sharp: torch.Tensor, blurry: torch.Tensor, batch: int, crop: int,
+                 margin: int = RECEPTIVE_RADIUS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`batch` random windows of one (C, H, W) image pair, and where each window's loss is exact.
+
+    A pixel closer than `margin` to a window edge that is not an image edge would see zero padding
+    where the full image has content; masking it out makes every counted pixel's loss identical to
+    its loss on the full image, so the crops do not teach the network false borders (SinDDM takes its
+    global layout from the real borders).
+    """
+    _, height, width = sharp.shape
+    ch, cw = min(crop, height), min(crop, width)
+    tops = torch.randint(0, height - ch + 1, (batch,)).tolist()
+    lefts = torch.randint(0, width - cw + 1, (batch,)).tolist()
+    mask = torch.zeros(batch, 1, ch, cw, device=sharp.device)
+    for b, (y, x) in enumerate(zip(tops, lefts, strict=True)):
+        top, bottom = (0 if y == 0 else margin), (0 if y + ch == height else margin)
+        left, right = (0 if x == 0 else margin), (0 if x + cw == width else margin)
+        mask[b, :, top:ch - bottom, left:cw - right] = 1.0
+    sharp_crops = torch.stack([sharp[:, y:y + ch, x:x + cw] for y, x in zip(tops, lefts, strict=True)])
+    blurry_crops = torch.stack([blurry[:, y:y + ch, x:x + cw] for y, x in zip(tops, lefts, strict=True)])
+    return sharp_crops, blurry_crops, mask
+
+
+def draw_batch(data: TrainingData, config: SinDDMConfig) -> Batch:
+    """One scale, one image (FewDDM: uniformly among k), and a batch of copies or crops of it."""
+    scale = int(torch.randint(data.n_scales, (1,)).item())
+    image = int(torch.randint(data.n_images, (1,)).item()) if data.n_images > 1 else 0
+    sharp, blurry = data.sharp[scale][image], data.blurry[scale][image]
+    crop = config.crop_size
+    if crop is not None and max(sharp.shape[-2:]) > crop:
+        return Batch(scale, image, *random_crops(sharp, blurry, config.batch_size, crop))
+    return Batch(scale, image, sharp.expand(config.batch_size, *sharp.shape),
+                 blurry.expand(config.batch_size, *blurry.shape))
+
+
+def training_loss(model: SinDDMDenoiser, tables: DiffusionTables, batch: Batch, precision: str,
+                  fmt: torch.memory_format) -> torch.Tensor:
+    """L1 between the noise and the network's prediction of it, one t and one noise per batch element."""
+    sharp = batch.sharp
+    t = torch.randint(0, tables.timesteps, (sharp.shape[0],), device=sharp.device)
+    noise = torch.randn(sharp.shape, device=sharp.device)
+    noisy = forward_process(sharp, batch.blurry, t, batch.scale, tables, noise).contiguous(memory_format=fmt)
+    with autocast(sharp.device, precision):
+        predicted = model(noisy, t, batch.scale)
+    if batch.mask is None:
+        return F.l1_loss(predicted.float(), noise)
+    errors = (predicted.float() - noise).abs() * batch.mask
+    return errors.sum() / (batch.mask.sum() * sharp.shape[1])
+
+
+def train_step(state: TrainingState, data: TrainingData, tables: DiffusionTables, config: SinDDMConfig,
+               precision: str) -> dict[str, Any]:
+    batch = draw_batch(data, config)
+    scale, image = batch.scale, batch.image
+    lr = state.optimizer.param_groups[0]["lr"]
+    loss = training_loss(state.model, tables, batch, precision, memory_format(config))
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise FloatingPointError(value)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    update_ema(state, config)
+    state.scheduler.step()
+    state.step += 1
+    return {"step": state.step, "scale": scale, "image": image, "loss": value, "lr": lr}
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def checkpoint_payload(state: TrainingState, config: SinDDMConfig, data: TrainingData, tables: DiffusionTables,
+                       parents: list[str], label: str) -> dict[str, Any]:
+    return {
+        "generator": GENERATOR_NAME,
+        "config": config.model_dump(mode="json"),
+        "sizes": [list(size) for size in data.plan.sizes],
+        "scale_step": data.plan.scale_step,
+        "blur_levels": list(data.blur_levels),
+        "start_steps": list(tables.starts),
+        "fingerprint": data.fingerprint,
+        "parents": parents,
+        "label": label,
+        "step": state.step,
+        "model": state.model.state_dict(),
+        "ema": state.ema.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "rng": capture_rng_state(),
+    }
+
+
+def _check_resumable(payload: dict[str, Any], config: SinDDMConfig, data: TrainingData, path: Path) -> None:
+    if payload.get("generator") != GENERATOR_NAME:
+        raise SonosynthError(f"{path}: not a SinDDM checkpoint; choose another --out or pass --no-resume.")
+    if payload["fingerprint"] != data.fingerprint:
+        raise SonosynthError(f"{path} was trained on other images; use a new --out folder or --no-resume "
+                             "to start over there.")
+    saved = SinDDMConfig.model_validate(payload["config"]).model_dump(mode="json")
+    current = config.model_dump(mode="json")
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and current[k] != saved[k])
+    if changed:
+        details = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in changed)
+        raise SonosynthError(f"{path}: cannot resume with a different config ({details}); use the checkpoint's "
+                             "settings, a new --out folder, or --no-resume.")
+
+
+def restore(state: TrainingState, payload: dict[str, Any]) -> None:
+    state.model.load_state_dict(payload["model"])
+    state.ema.load_state_dict(payload["ema"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.scheduler.load_state_dict(payload["scheduler"])
+    state.step = int(payload["step"])
+    restore_rng_state(payload["rng"])
+
+
+def _write_loss_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows, columns=["step", "scale", "image", "loss", "lr"]).to_csv(tmp, index=False)
+
+
+def _read_loss_log(path: Path, up_to_step: int) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path)
+    return table[table["step"] <= up_to_step].to_dict("records")
+
+
+def _progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} steps/s"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=stderr_console)
+
+
+# ------------------------------------------------------------------------------------------ fit
+def train(data: TrainingData, config: SinDDMConfig, out: Path, device: torch.device, *, parents: list[str],
+          label: str, resume: bool = True, progress: bool = True) -> Path:
+    """Train (or continue training) into `out/checkpoint.pt`; returns `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path, log_path = out / CHECKPOINT_NAME, out / LOSS_LOG_NAME
+    precision = resolve_precision(config.precision, device)
+    torch.manual_seed(config.seed)
+    data = data.to(device)
+    tables = DiffusionTables.build(config.timesteps, data.blur_levels, device)
+    state = new_state(config, device)
+    rows: list[dict[str, Any]] = []
+    if resume and checkpoint_path.is_file():
+        payload = load_checkpoint(checkpoint_path, map_location=device)
+        _check_resumable(payload, config, data, checkpoint_path)
+        restore(state, payload)
+        rows = _read_loss_log(log_path, state.step)
+
+    def save() -> None:
+        save_checkpoint(checkpoint_path, checkpoint_payload(state, config, data, tables, parents, label))
+        _write_loss_log(log_path, rows)
+
+    if state.step >= config.train_steps:
+        if not checkpoint_path.is_file():
+            save()
+        return out
+    description = f"SinDDM {'x'.join(map(str, data.plan.sizes[-1]))} px, {data.n_scales} scales" + (
+        f", {data.n_images} images (FewDDM)" if data.n_images > 1 else "")
+    bar = _progress_bar() if progress else None
+    task = bar.add_task(description, total=config.train_steps, completed=state.step, loss=float("nan"),
+                        rate=0.0) if bar else None
+    started, first_step = time.perf_counter(), state.step
+    state.model.train()
+    try:
+        if bar:
+            bar.start()
+        while state.step < config.train_steps:
+            try:
+                row = train_step(state, data, tables, config, precision)
+            except FloatingPointError as exc:
+                last = f"the last good checkpoint (step {_saved_step(checkpoint_path)}) is kept in {out}" \
+                    if checkpoint_path.is_file() else "no checkpoint was written yet"
+                raise SonosynthError(f"training diverged: loss {exc} at step {state.step + 1}; {last}. Lower lr, "
+                                     "use precision=fp32, or resume from that checkpoint.") from exc
+            rows.append(row)
+            if state.step % config.checkpoint_every == 0 or state.step == config.train_steps:
+                save()
+            if bar:
+                recent = rows[-50:]
+                bar.update(task, completed=state.step, loss=sum(r["loss"] for r in recent) / len(recent),
+                           rate=(state.step - first_step) / max(time.perf_counter() - started, 1e-9))
+    finally:
+        if bar:
+            bar.stop()
+    return out
+
+
+def _saved_step(path: Path) -> int:
+    return int(load_checkpoint(path)["step"])
+
+
+__all__ = ["CHECKPOINT_NAME", "LOSS_LOG_NAME", "RECEPTIVE_RADIUS", "Batch", "TrainingState", "draw_batch", "new_state", "random_crops",
+           "resolve_precision", "train", "train_step", "training_loss", "update_ema"]

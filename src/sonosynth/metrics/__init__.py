@@ -1,0 +1,1 @@
+"""Metrics: classification scores on real validation images (`classification`) and image quality (`quality`)."""

@@ -1,0 +1,288 @@
+"""SinDDM / FewDDM: pyramid, schedule, forward process, denoiser, fit/sample/resume, CLI (CPU, seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sonosynth.config import load_config
+from sonosynth.data.images import load_grayscale, save_png
+from sonosynth.errors import SonosynthError
+from sonosynth.generators.base import create_generator, manifest_from_images
+from sonosynth.generators.sinddm.config import SinDDMConfig
+from sonosynth.generators.sinddm.data import prepare_training_data
+from sonosynth.generators.sinddm.diffusion import DiffusionTables, forward_process
+from sonosynth.generators.sinddm.network import SinDDMDenoiser, parameter_count
+from sonosynth.generators.sinddm.pyramid import blur_level, build_pyramid, plan_pyramid
+from sonosynth.generators.sinddm.sampling import generate, load_trained_model, output_sizes
+from sonosynth.generators.sinddm.schedule import make_schedule, sampling_timesteps, start_steps
+from sonosynth.generators.sinddm.training import draw_batch, random_crops
+
+
+def smoke_config(**changes) -> SinDDMConfig:
+    return load_config(SinDDMConfig, "sinddm", "smoke", {"precision": "fp32", **changes})
+
+
+def stripes(height: int = 48, width: int = 48, period: float = 3.0) -> np.ndarray:
+    """Vertical stripes: intensity varies along x only."""
+    x = np.arange(width)[None, :].repeat(height, 0)
+    return np.where(np.sin(x / period * np.pi) > 0, 220, 30).astype(np.uint8)
+
+
+@pytest.fixture()
+def stripe_manifest(tmp_path):
+    save_png(tmp_path / "stripes.png", stripes())
+    return manifest_from_images([tmp_path / "stripes.png"], label="pneumonia")
+
+
+# ------------------------------------------------------------------------------------------ pyramid
+@pytest.mark.parametrize(("height", "width", "expected"), [
+    (560, 560, [(55, 55), (78, 78), (111, 111), (157, 157), (223, 223)]),  # the issue's worked example
+    (128, 128, [(55, 55), (84, 84), (128, 128)]),  # 128 / 55 = e^0.845; 0.845 / ln 1.411 = 2.45 -> 3 scales
+    (300, 500, [(43, 72), (61, 101), (86, 144), (122, 203), (173, 288)]),  # capped by sqrt(3); coarsest 43
+    (64, 64, [(64, 64)]),  # the official code divides by zero here; one scale is a plain DDPM
+])
+def test_pyramid_sizes_match_hand_worked_cases(height, width, expected):
+    assert list(plan_pyramid(height, width).sizes) == expected
+
+
+def test_blur_level_reproduces_uint8_wraparound_and_offers_float():
+    sharp, blurry = np.full((1, 1, 1), 10, np.uint8), np.full((1, 1, 1), 13, np.uint8)
+    # 10 - 13 wraps to 253 in uint8; the official code sees 3 identical RGB channels: 253 * sqrt(3) / 3.
+    assert blur_level(sharp, blurry, "official") == pytest.approx(253 / np.sqrt(3))
+    assert blur_level(sharp, blurry, "float") == pytest.approx(3.0)
+
+
+def test_pyramid_scales_and_blurry_images():
+    noise = np.random.default_rng(0).integers(0, 256, (100, 100)).astype(np.uint8)
+    pyramid = build_pyramid(noise, plan_pyramid(100, 100))
+    assert [a.shape for a in pyramid.sharp] == [(55, 55, 1), (74, 74, 1), (100, 100, 1)]
+    assert pyramid.blurry[0] is pyramid.sharp[0]
+    assert pyramid.blurry[2].shape == pyramid.sharp[2].shape
+    # the blurry image is smoother than the sharp one
+    assert np.abs(np.diff(pyramid.blurry[2].astype(float), axis=1)).mean() < \
+        np.abs(np.diff(pyramid.sharp[2].astype(float), axis=1)).mean()
+
+
+# ------------------------------------------------------------------------------------------ schedule
+def test_start_steps_for_the_official_blur_levels():
+    # the issue's example image: official levels 1.095 / 0.761 / 0.531 / 0.373 -> 52 / 40 / 30 / 22
+    assert start_steps(make_schedule(100), [1.095, 0.761, 0.531, 0.373]) == [100, 52, 40, 30, 22]
+
+
+def test_sampling_timesteps_official_and_strided():
+    assert sampling_timesteps(100) == list(range(99, -1, -1))
+    # 100 + 52 + 40 + 30 + 22 network calls for the example image
+    assert sum(len(sampling_timesteps(k)) for k in (100, 52, 40, 30, 22)) == 244
+    strided = sampling_timesteps(52, stride=2)
+    assert strided[0] == 51 and strided[-1] == 0 and len(strided) == 26
+    assert strided == sorted(strided, reverse=True)
+
+
+def test_forward_process_endpoints_and_blur_mixing():
+    torch.manual_seed(0)
+    tables = DiffusionTables.build(100, [0.8])
+    sharp = torch.rand(4, 1, 64, 64) * 2 - 1
+    blurry = torch.rand(4, 1, 64, 64) * 2 - 1
+    noise = torch.randn(4, 1, 64, 64)
+    zeros = torch.zeros(4, dtype=torch.long)
+    at_zero = forward_process(sharp, blurry, zeros, 1, tables, noise)
+    assert (at_zero - sharp).abs().mean() < 0.03  # t = 0: the (sharp) image, barely noised
+    last = torch.full((4,), 99, dtype=torch.long)
+    at_end = forward_process(sharp, blurry, last, 1, tables, noise)
+    assert at_end.std().item() == pytest.approx(1.0, abs=0.03)  # t = T: unit-variance noise
+    assert abs(np.corrcoef(at_end.flatten(), sharp.flatten())[0, 1]) < 0.05
+    # without noise, the clean part is gamma_t * blurry + (1 - gamma_t) * sharp, gamma from sigma_t / level
+    sigma = make_schedule(100).sigma
+    for t in (5, 30, 60):
+        steps = torch.full((4,), t, dtype=torch.long)
+        clean = forward_process(sharp, blurry, steps, 1, tables, torch.zeros_like(noise)) / tables.alpha_bar[t].sqrt()
+        gamma = min(1.0, sigma[t] / 0.8)
+        torch.testing.assert_close(clean, gamma * blurry + (1 - gamma) * sharp, atol=1e-5, rtol=1e-5)
+    # coarsest scale: no blur at all
+    steps = torch.full((4,), 60, dtype=torch.long)
+    clean = forward_process(sharp, blurry, steps, 0, tables, torch.zeros_like(noise)) / tables.alpha_bar[60].sqrt()
+    torch.testing.assert_close(clean, sharp, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ network
+@pytest.mark.parametrize("channels", [1, 3])
+def test_denoiser_shapes_for_odd_sizes(channels):
+    net = SinDDMDenoiser(channels, dim=16)
+    out = net(torch.randn(2, channels, 37, 51), torch.tensor([0, 99]), 3)
+    assert out.shape == (2, channels, 37, 51)
+
+
+def test_paper_denoiser_size():
+    assert 1.0e6 < parameter_count(SinDDMDenoiser(1, 160)) < 1.2e6
+
+
+def test_receptive_field_is_33_pixels():
+    torch.manual_seed(0)
+    net = SinDDMDenoiser(1, dim=8).double()
+    x = torch.randn(1, 1, 65, 65, dtype=torch.float64, requires_grad=True)
+    net(x, torch.tensor([10]), 1)[0, 0, 32, 32].backward()
+    rows, cols = torch.nonzero(x.grad[0, 0].abs() > 0, as_tuple=True)
+    assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (33, 33)
+
+
+# ------------------------------------------------------------------------------------------ fit and sample
+def test_fit_lowers_loss_and_samples_keep_stripe_orientation(stripe_manifest, tmp_path):
+    config = smoke_config(train_steps=200, dim=24, lr=0.003, lr_milestones=[150], ema_start=150, checkpoint_every=200,
+                          batch_size=8)
+    generator = create_generator("sinddm")
+    folder = generator.fit(stripe_manifest, tmp_path / "run", config, progress=False)
+    losses = pd.read_csv(folder / "loss.csv")["loss"].to_numpy()
+    assert losses[-30:].mean() < 0.6 * losses[:10].mean()
+    samples = generator.sample(folder, 4, tmp_path / "samples", progress=False)
+    assert len(samples) == 4 and set(samples.labels) == {"pneumonia"}
+    for path in samples.absolute_paths():
+        image = load_grayscale(path).astype(float)
+        along_x = np.abs(np.diff(image, axis=1)).mean()
+        along_y = np.abs(np.diff(image, axis=0)).mean()
+        assert along_x > 2 * along_y, (along_x, along_y)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sinddm")
+    save_png(root / "stripes.png", stripes())
+    manifest = manifest_from_images([root / "stripes.png"], label="pneumonia")
+    folder = create_generator("sinddm").fit(manifest, root / "run", smoke_config(), progress=False)
+    return folder
+
+
+def test_sampling_any_size_and_scale_multiplier(trained):
+    model = load_trained_model(trained, torch.device("cpu"))
+    assert generate(model, [0], size=(40, 70)).shape == (1, 1, 40, 70)
+    height, width = model.sizes[-1]
+    assert generate(model, [0, 1], scale_mul=(1.0, 2.0)).shape == (2, 1, height, 2 * width)
+    assert output_sizes(model.sizes, None, (1.0, 2.0))[0] == (model.sizes[0][0], 2 * model.sizes[0][1])
+    assert not generate(model, [0]).requires_grad
+
+
+def test_sampling_is_deterministic_per_seed_and_batch_independent(trained):
+    model = load_trained_model(trained, torch.device("cpu"))
+    together = generate(model, [3, 4, 5])
+    alone = generate(model, [4])
+    torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(together[0], together[1])
+
+
+def test_sample_writes_provenance_and_resumes(trained, tmp_path):
+    generator = create_generator("sinddm")
+    first = generator.sample(trained, 2, tmp_path / "set", seed=10, progress=False)
+    again = generator.sample(trained, 3, tmp_path / "set", seed=10, progress=False)
+    assert len(first) == 2 and len(again) == 3
+    assert sorted(again.table["seed"].tolist()) == [10, 11, 12]
+    assert all("stripes.png" in parents[0].name for parents in again.parent_paths())
+    assert (again.table["origin"] == "synthetic").all()
+
+
+def test_resume_continues_exactly(stripe_manifest, tmp_path):
+    generator = create_generator("sinddm")
+    config = smoke_config(train_steps=12, checkpoint_every=6, ema_start=4)
+    straight = generator.fit(stripe_manifest, tmp_path / "straight", config, progress=False)
+    split = tmp_path / "split"
+    generator.fit(stripe_manifest, split, smoke_config(train_steps=6, checkpoint_every=6, ema_start=4), progress=False)
+    generator.fit(stripe_manifest, split, config, progress=False)
+    a = pd.read_csv(straight / "loss.csv")
+    b = pd.read_csv(split / "loss.csv")
+    assert len(a) == len(b) == 12
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+    assert (a["scale"] == b["scale"]).all()
+    ema_a = torch.load(straight / "checkpoint.pt", weights_only=False)["ema"]
+    ema_b = torch.load(split / "checkpoint.pt", weights_only=False)["ema"]
+    for key in ema_a:
+        torch.testing.assert_close(ema_a[key], ema_b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_resume_refuses_other_config_or_images(stripe_manifest, tmp_path):
+    generator = create_generator("sinddm")
+    generator.fit(stripe_manifest, tmp_path / "run", smoke_config(train_steps=2), progress=False)
+    with pytest.raises(SonosynthError, match="different config"):
+        generator.fit(stripe_manifest, tmp_path / "run", smoke_config(train_steps=4, dim=8), progress=False)
+    save_png(tmp_path / "other.png", stripes().T.copy())
+    other = manifest_from_images([tmp_path / "other.png"], label="pneumonia")
+    with pytest.raises(SonosynthError, match="other images"):
+        generator.fit(other, tmp_path / "run", smoke_config(train_steps=4), progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(stripe_manifest, tmp_path, monkeypatch):
+    from sonosynth.generators.sinddm import training
+
+    generator = create_generator("sinddm")
+    real_loss, calls = training.training_loss, {"n": 0}
+
+    def failing_loss(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 8 else loss
+
+    monkeypatch.setattr(training, "training_loss", failing_loss)
+    with pytest.raises(SonosynthError, match="diverged.*step 8.*step 5"):
+        generator.fit(stripe_manifest, tmp_path / "run", smoke_config(train_steps=20, checkpoint_every=5),
+                      progress=False)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 5
+
+
+def test_fewddm_draws_every_image_and_brings_them_to_one_size(tmp_path):
+    images = [stripes(48, 48), stripes(60, 40).T.copy(), np.full((52, 52), 128, np.uint8)]
+    data = prepare_training_data(images, smoke_config())
+    assert data.n_images == 3 and all(s.shape[0] == 3 for s in data.sharp)
+    torch.manual_seed(0)
+    drawn = {draw_batch(data, smoke_config()).image for _ in range(60)}
+    assert drawn == {0, 1, 2}
+    paths = []
+    for i, image in enumerate(images):
+        save_png(tmp_path / f"img{i}.png", image)
+        paths.append(tmp_path / f"img{i}.png")
+    manifest = manifest_from_images(paths, label="pneumonia")
+    folder = create_generator("fewddm").fit(manifest, tmp_path / "few", smoke_config(train_steps=30), progress=False)
+    log = pd.read_csv(folder / "loss.csv")
+    assert set(log["image"]) == {0, 1, 2}
+    samples = create_generator("fewddm").sample(folder, 2, tmp_path / "few-samples", progress=False)
+    assert len(samples.parent_paths()[0]) == 3
+
+
+def test_crop_training_and_single_scale_and_rgb(tmp_path):
+    crops = prepare_training_data([stripes(50, 50)], smoke_config())
+    torch.manual_seed(0)
+    for _ in range(10):
+        batch = draw_batch(crops, smoke_config(crop_size=40))
+        assert batch.sharp.shape[-1] == min(40, crops.plan.sizes[batch.scale][1])
+        assert batch.sharp.shape == batch.blurry.shape
+    # the loss counts only pixels whose 33x33 view is the same as in the full image
+    sharp = torch.arange(100.0 * 100).reshape(1, 100, 100)
+    cut, _, mask = random_crops(sharp, sharp, 64, 40)
+    for b in range(64):
+        y, x = divmod(int(cut[b, 0, 0, 0]), 100)
+        rows, cols = torch.nonzero(mask[b, 0], as_tuple=True)
+        assert rows.min() == (0 if y == 0 else 16) and cols.max() == (39 if x + 40 == 100 else 23)
+    # a small image is one scale (plain DDPM) instead of the official code's division by zero
+    rgb = np.stack([stripes(40, 40), stripes(40, 40)[::-1], np.full((40, 40), 90, np.uint8)], axis=-1)
+    save_png(tmp_path / "rgb.png", rgb)
+    manifest = manifest_from_images([tmp_path / "rgb.png"], label="x")
+    config = smoke_config(channels=3, max_pixels=50_000, coarsest_min=42, coarsest_max=55, train_steps=3)
+    folder = create_generator("sinddm").fit(manifest, tmp_path / "rgb", config, progress=False)
+    model = load_trained_model(folder, torch.device("cpu"))
+    assert model.sizes == ((40, 40),)
+    assert generate(model, [0]).shape == (1, 3, 40, 40)
+
+
+def test_cli_train_and_generate(tmp_path):
+    from typer.testing import CliRunner
+
+    from sonosynth.cli import app
+
+    save_png(tmp_path / "img.png", stripes())
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "sinddm", str(tmp_path / "img.png"), "--preset", "smoke", "--out",
+                                 str(tmp_path / "run"), "--set", "train_steps=4", "--label", "pneumonia"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["generate", "sinddm", str(tmp_path / "run" / "checkpoint.pt"), "-n", "2",
+                                 "--size", "30x45", "--out", str(tmp_path / "set")])
+    assert result.exit_code == 0, result.output
+    assert load_grayscale(next((tmp_path / "set" / "images" / "pneumonia").glob("*.png"))).shape == (30, 45)
