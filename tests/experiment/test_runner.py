@@ -112,3 +112,19 @@ def test_quality_metrics_flag_a_generator_that_copies_its_training_images(tmp_pa
     flags = pd.read_csv(tmp_path / "run" / "memorization_flags.csv")
     assert len(flags) == quality["images"].sum()
     assert "Memorization flags" in outcome.report.html_path.read_text()
+
+
+def test_generators_never_learn_from_the_early_stopping_patients(tmp_path):
+    from sonosynth.experiment.runner import stopping_side
+
+    spec = _spec(split={"folds": 3, "minority": "pneumonia", "keep": [1.0]})
+    result = StudyRunner(spec, tmp_path / "run", progress=False).run()
+    manifest = Manifest.read(tmp_path / "run" / "manifest.csv")
+    folds = pd.read_csv(tmp_path / "run" / "folds.csv", dtype={"patient_id": str})
+    from sonosynth.data.split import split_fold
+
+    for (fold, keep, _), synthetic in result.synthetic_sets.items():
+        stop = stopping_side(spec, split_fold(manifest, folds, fold, keep).train)
+        held = {p.resolve() for p in stop.absolute_paths()}
+        parents = {p.resolve() for row in synthetic.parent_paths() for p in row}
+        assert parents and not parents & held

@@ -145,12 +145,27 @@ def _fold_list(spec: StudySpec) -> list[int]:
     return folds
 
 
+def stopping_side(spec: StudySpec, train: Manifest) -> Manifest:
+    """The fold's early-stopping patients, shared by every condition so model selection is identical.
+
+    Carved once per fold and fraction (with the first classifier's settings and seed) and passed to
+    every classifier run; the generators never see these patients, so no synthetic image is derived
+    from an image that early stopping looks at.
+    """
+    return units.stopping_set(train, spec.classifiers[0], spec.seeds[0])
+
+
+def generator_side(train: Manifest, stop: Manifest) -> Manifest:
+    return train.where(~train.table["patient_id"].isin(set(stop.table["patient_id"])))
+
+
 def count_units(spec: StudySpec, manifest: Manifest, folds: pd.DataFrame) -> int:
-    """An upper bound on the units of work, for the progress bar's total and ETA."""
+    """The units of work, for the progress bar's total and ETA."""
     total = 0
     for fold in _fold_list(spec):
         for keep in spec.split.keep:
-            train = split_fold(manifest, folds, fold, keep).train
+            full = split_fold(manifest, folds, fold, keep).train
+            train = generator_side(full, stopping_side(spec, full))
             for generator in spec.generators:
                 classes = generator_classes(generator, train, spec.split.minority)
                 groups = model_groups(select_generator_images(train, generator, classes), generator)
@@ -224,15 +239,16 @@ class StudyRunner:
                    f"sample {generator.name}")
 
     def _classify_job(self, condition: Condition, classifier: ClassifierSpec, seed: int, data: FoldData,
-                      synthetic: Manifest | None) -> Job:
+                      synthetic: Manifest | None, stop: Manifest) -> Job:
         payload = {
             "regime": condition.regime, "classifier": classifier.model_dump(mode="json"), "seed": seed,
             "train": self.cache.hasher.manifest(data.train), "validation": self.cache.hasher.manifest(data.validation),
             "synthetic": self.cache.hasher.manifest(synthetic) if synthetic is not None else None,
+            "stop": self.cache.hasher.manifest(stop),
         }
         return Job("classify", payload, units.classify_unit,
-                   (condition.regime, classifier, seed, data.train, data.validation, synthetic, self.spec.device,
-                    False), f"classify {condition.label} {classifier.model}")
+                   (condition.regime, classifier, seed, data.train, data.validation, synthetic, stop,
+                    self.spec.device, False), f"classify {condition.label} {classifier.model}")
 
     def _quality_job(self, generator: GeneratorSpec, synthetic: Manifest, train: Manifest,
                      reference: Job | None) -> Job:
@@ -250,13 +266,15 @@ class StudyRunner:
         self.on_plan(count_units(self.spec, manifest, folds))
         cells = [(fold, keep, split_fold(manifest, folds, fold, keep))
                  for fold in _fold_list(self.spec) for keep in self.spec.split.keep]
+        stops = {(fold, keep): stopping_side(self.spec, data.train) for fold, keep, data in cells}
 
         # Phase 1: every generator model of every cell (nested fractions share models through the cache).
         groups: dict[tuple[int, float, str], list[tuple[Job, Manifest]]] = {}
         for fold, keep, data in cells:
+            fit_side = generator_side(data.train, stops[(fold, keep)])
             for generator in self.spec.generators if self._needs_synthetic() else []:
-                classes = generator_classes(generator, data.train, self.spec.split.minority)
-                models = model_groups(select_generator_images(data.train, generator, classes), generator)
+                classes = generator_classes(generator, fit_side, self.spec.split.minority)
+                models = model_groups(select_generator_images(fit_side, generator, classes), generator)
                 if not models:
                     raise SonosynthError(
                         f"generator {generator.name}: fold {fold} at keep {keep:g} has no training images of "
@@ -289,12 +307,12 @@ class StudyRunner:
                 extra = synthetic_sets.get((fold, keep, condition.generator)) if condition.generator else None
                 for classifier in self.spec.classifiers:
                     for seed in self.spec.seeds:
-                        job = self._classify_job(condition, classifier, seed, data, extra)
+                        job = self._classify_job(condition, classifier, seed, data, extra, stops[(fold, keep)])
                         classify_jobs.append((fold, keep, condition, classifier.model, seed, job))
             if self.spec.quality.enabled and self.spec.quality.features == "classifier":
                 # The fold's real-only classifier gives the domain features for SIFID/FID/KID.
                 references[(fold, keep)] = self._classify_job(Condition("real", None), self.spec.classifiers[0],
-                                                              self.spec.seeds[0], data, None)
+                                                              self.spec.seeds[0], data, None, stops[(fold, keep)])
         self.executor.run([entry[-1] for entry in classify_jobs] + list(references.values()))
         rows, confusion_rows = [], []
         for fold, keep, condition, model, seed, job in classify_jobs:

@@ -31,15 +31,24 @@ def sample_unit(kind: str, checkpoint: Path, n: int, label: str, settings: dict[
                                   progress=False, **settings)
 
 
+def stopping_set(train: Manifest, classifier: ClassifierSpec, seed: int) -> Manifest:
+    """The early-stopping patients of a fold's training side, carved as the classifier's training would."""
+    from sonosynth.classify.training import carve_stopping_set, load_train_config
+
+    config = load_train_config(classifier.preset, {**classifier.overrides, "seed": seed})
+    return carve_stopping_set(train, config.stop_fraction, config.seed)[1]
+
+
 def classify_unit(regime: str, classifier: ClassifierSpec, seed: int, train: Manifest, validation: Manifest,
-                  synthetic: Manifest | None, device: str, progress: bool, folder: Path) -> None:
-    """Train one classifier under one regime and score it on the real validation fold."""
+                  synthetic: Manifest | None, stop: Manifest, device: str, progress: bool, folder: Path) -> None:
+    """Train one classifier under one regime (early stopping on `stop`) and score it on the real validation fold."""
     from sonosynth.classify.regimes import run_regime
     from sonosynth.classify.training import load_train_config
 
     config = load_train_config(classifier.preset, {**classifier.overrides, "seed": seed})
     run_regime(regime, classifier.model, FoldData(train, validation), folder, config, synthetic=synthetic,
-               pretrained=classifier.pretrained, weights=classifier.weights, device=device, progress=progress)
+               stop=stop if len(stop) else None, pretrained=classifier.pretrained, weights=classifier.weights,
+               device=device, progress=progress)
 
 
 def quality_unit(synthetic: Manifest, real: Manifest, quality: QualitySpec, classifier_dir: Path | None,
