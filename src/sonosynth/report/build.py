@@ -95,7 +95,9 @@ def _quality_section(quality: pd.DataFrame, flags: pd.DataFrame, threshold: floa
         return []
     numeric = quality.select_dtypes("number").columns.difference(["fold", "keep"])
     summary = quality.groupby(["generator", "keep"])[list(numeric)].mean().reset_index()
-    features = ", ".join(sorted(set(quality.get("features", pd.Series(dtype=str)).dropna().astype(str))))
+    # One name per feature space: each fold's classifier checkpoint path would repeat the same description.
+    names = quality.get("features", pd.Series(dtype=str)).dropna().astype(str).str.replace(r" \(.*\)$", "", regex=True)
+    features = ", ".join(sorted(set(names)))
     sections = [_table_section(
         "Image quality and memorization (Table 2 style; mean over folds)", summary,
         f"SSIM is to each sample's own training image; SIFID/FID/KID in the feature space of {features or 'n/a'}; "
