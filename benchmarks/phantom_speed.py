@@ -13,7 +13,7 @@ import time
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from sonosynth.data.phantom import CLASSES, simulate_patient  # noqa: E402
+from sonosynth.data.phantom import CLASSES, simulate_patient
 
 
 def frames_per_second(size: int, frames_per_patient: int, patients_per_class: int) -> float:

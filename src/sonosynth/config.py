@@ -73,7 +73,7 @@ def load_config(model: type[ConfigT], component: str, preset: str | os.PathLike 
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
         raise SonosynthError(f"{component} preset {str(preset)!r}: {problems}") from exc
 
 

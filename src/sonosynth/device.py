@@ -25,7 +25,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 matrix units (AMX or AVX512-BF16), where bf16 pays off."""
     try:
-        flags = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
+            flags = cpuinfo.read()
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from tests.media import sector_frame, write_image
 
 from sonosynth.data.crop import content_box, to_square
 from sonosynth.data.images import UnreadableImage, load_grayscale
-from tests.media import sector_frame, write_image
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "I;16", "P"])

@@ -2,13 +2,13 @@ import shutil
 
 import pandas as pd
 import pytest
+from tests.media import write_clip, write_gif, write_image
 
-from sonosynth.data.images import load_grayscale
 from sonosynth.data.folder import FolderIngestOptions, ingest_folder
+from sonosynth.data.images import load_grayscale
 from sonosynth.data.manifest import Manifest
 from sonosynth.data.pocus import PocusIngestOptions, ingest_pocus
 from sonosynth.errors import InputDataError
-from tests.media import write_clip, write_gif, write_image
 
 METADATA_COLUMNS = ["Filename", "Label", "License", "Patient ID / Name", "Framerate"]
 
@@ -94,7 +94,7 @@ def test_rerun_reuses_a_finished_ingest_and_refuses_a_different_one(tmp_path):
 
 def test_a_crash_mid_ingest_leaves_no_output_folder(tmp_path, monkeypatch):
     source = _pocus_tree(tmp_path / "pocus")
-    import sonosynth.data.pocus as pocus
+    from sonosynth.data import pocus
 
     calls = {"n": 0}
     real_read = pocus.read_source

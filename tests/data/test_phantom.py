@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -104,7 +106,7 @@ def test_frames_of_a_patient_vary_but_correlate_more_than_across_patients(datase
         by_patient.setdefault(frame.patient_id, []).append(frame.image)
     patients = list(by_patient)
     within = [sector_correlation(by_patient[p][0], by_patient[p][1]) for p in patients]
-    between = [sector_correlation(by_patient[a][0], by_patient[b][0]) for a, b in zip(patients[:-1], patients[1:])]
+    between = [sector_correlation(by_patient[a][0], by_patient[b][0]) for a, b in itertools.pairwise(patients)]
     assert all(not np.array_equal(by_patient[p][0], by_patient[p][1]) for p in patients)
     assert max(within) < 0.995
     assert min(within) > 0.6

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,9 +17,10 @@ from sonosynth.errors import InputDataError
 KEEPS = (0.25, 0.5, 0.75, 1.0)
 
 
-def _manifest(patients={"covid": 20, "pneumonia": 12, "healthy": 24}, seed=0, mixed=0):
+def _manifest(patients=None, seed=0, mixed=0):
     """A synthetic manifest (no files needed): patients with 2-9 images each; `mixed` pneumonia patients
     also have healthy images, as in the real POCUS data."""
+    patients = patients or {"covid": 20, "pneumonia": 12, "healthy": 24}
     rng = np.random.default_rng(seed)
     rows = []
     for label, count in patients.items():
@@ -55,7 +58,7 @@ def test_minority_subsets_are_nested_and_sized_by_ceil():
     for fold in range(5):
         training_minority = folds[(folds["fold"] != fold) & (folds["label"] == "pneumonia")]
         kept = [kept_minority_patients(folds, fold, k) for k in KEEPS]
-        for smaller, larger in zip(kept, kept[1:]):
+        for smaller, larger in itertools.pairwise(kept):
             assert smaller <= larger
         assert [len(k) for k in kept] == [int(np.ceil(f * len(training_minority))) for f in KEEPS]
         assert kept[-1] == set(training_minority["patient_id"])

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from tests.media import write_clip, write_gif
 
 from sonosynth.data.video import UnreadableVideo, sample_clip, sample_times
-from tests.media import write_clip, write_gif
 
 
 def test_ten_second_clip_at_30fps_gives_30_frames_at_3hz(tmp_path):

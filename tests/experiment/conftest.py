@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ class NoisyCopyGenerator:
     name = "noisy-copy"
     config_type = NoisyCopyConfig
     presets = "noisy-copy"
-    fits: list[list[str]] = []
+    fits: ClassVar[list[list[str]]] = []
 
     def fit(self, training, out, config, *, device="auto", resume=True, progress=True):
         out = Path(out)
@@ -49,7 +50,7 @@ class NoisyCopyGenerator:
 @pytest.fixture(autouse=True)
 def _noisy_copy_presets(monkeypatch):
     """The config loader looks presets up by file; give the test generator an in-memory one."""
-    import sonosynth.config as config
+    from sonosynth import config
 
     real = config._presets
     monkeypatch.setattr(config, "_presets", lambda c: {"smoke": {}, "cpu": {}} if c == "noisy-copy" else real(c))

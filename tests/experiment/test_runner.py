@@ -1,12 +1,12 @@
 import pandas as pd
 import pytest
+from tests.experiment.conftest import NoisyCopyGenerator
 
 from sonosynth.data.manifest import Manifest
+from sonosynth.errors import SonosynthError
 from sonosynth.experiment.runner import StudyRunner
 from sonosynth.experiment.spec import StudySpec, load_spec
 from sonosynth.experiment.study import run_study
-from sonosynth.errors import SonosynthError
-from tests.experiment.conftest import NoisyCopyGenerator
 
 SMOKE = {
     "name": "smoke",

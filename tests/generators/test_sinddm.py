@@ -18,7 +18,7 @@ from sonosynth.generators.sinddm.network import SinDDMDenoiser, parameter_count
 from sonosynth.generators.sinddm.pyramid import blur_level, build_pyramid, plan_pyramid
 from sonosynth.generators.sinddm.sampling import generate, load_trained_model, output_sizes
 from sonosynth.generators.sinddm.schedule import make_schedule, sampling_timesteps, start_steps
-from sonosynth.generators.sinddm.training import draw_batch, random_crops
+from sonosynth.generators.sinddm.training import draw_batch, random_crops, scale_probabilities
 
 
 def smoke_config(**changes) -> SinDDMConfig:
@@ -245,6 +245,25 @@ def test_fewddm_draws_every_image_and_brings_them_to_one_size(tmp_path):
     assert set(log["image"]) == {0, 1, 2}
     samples = create_generator("fewddm").sample(folder, 2, tmp_path / "few-samples", progress=False)
     assert len(samples.parent_paths()[0]) == 3
+
+
+def test_equal_time_scale_sampling_weights_scales_by_inverse_pixels():
+    data = prepare_training_data([stripes(50, 50)], smoke_config())
+    pixels = torch.tensor([float(h * w) for h, w in data.plan.sizes])
+    assert torch.allclose(scale_probabilities(data, smoke_config()), torch.full((data.n_scales,), 1 / data.n_scales))
+    equal_time = smoke_config(scale_sampling="equal_time")
+    probabilities = scale_probabilities(data, equal_time)
+    assert torch.allclose(probabilities * pixels, (probabilities * pixels)[0].expand(data.n_scales))
+    assert probabilities[0] > probabilities[-1]
+    torch.manual_seed(0)
+    counts = torch.bincount(torch.tensor([draw_batch(data, equal_time).scale for _ in range(4000)]),
+                            minlength=data.n_scales)
+    assert torch.allclose(counts / 4000, probabilities, atol=0.03)
+    # with crops, a cropped scale costs the crop's pixels, not the full scale's
+    cropped = scale_probabilities(data, smoke_config(scale_sampling="equal_time", crop_size=40))
+    finest = data.plan.sizes[-1]
+    assert cropped[-1] / cropped[0] == pytest.approx(
+        (data.plan.sizes[0][0] * data.plan.sizes[0][1]) / (min(40, finest[0]) * min(40, finest[1])), rel=1e-5)
 
 
 def test_crop_training_and_single_scale_and_rgb(tmp_path):

@@ -26,8 +26,8 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         extended spec computes only what is new. The report is written at the end.
         """
         from sonosynth.config import parse_overrides
-        from sonosynth.experiment.study import run_study
         from sonosynth.experiment.spec import load_spec
+        from sonosynth.experiment.study import run_study
 
         overrides = parse_overrides(set_values)
         if device:

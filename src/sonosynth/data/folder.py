@@ -12,8 +12,8 @@ from sonosynth.data.ingest import (
     FrameOptions,
     FrameWriter,
     IngestReport,
-    finish_output,
     fingerprint,
+    finish_output,
     reuse_or_check_output,
     staged_directory,
 )

@@ -138,6 +138,14 @@ def finish_output(staging: Path, writer: FrameWriter, report: IngestReport, reco
 
 
 __all__ = [
-    "FrameOptions", "FrameWriter", "IngestReport", "finish_output", "fingerprint", "prepare_frames",
-    "reuse_or_check_output", "safe_stem", "staged_directory", "MIN_SIDE",
+    "MIN_SIDE",
+    "FrameOptions",
+    "FrameWriter",
+    "IngestReport",
+    "fingerprint",
+    "finish_output",
+    "prepare_frames",
+    "reuse_or_check_output",
+    "safe_stem",
+    "staged_directory",
 ]

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sonosynth.data.ingest import (
     FrameWriter,
     IngestReport,
-    finish_output,
     fingerprint,
+    finish_output,
     reuse_or_check_output,
     staged_directory,
 )

@@ -386,7 +386,7 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
 
 
 def software_versions() -> dict[str, str]:
-    import importlib.metadata as metadata
+    from importlib import metadata
 
     versions = {"python": platform.python_version(), "platform": platform.platform()}
     for package in ("sonosynth", "torch", "torchvision", "monai", "numpy", "scikit-learn", "pandas"):

@@ -12,11 +12,10 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from sonosynth.config import StrictModel, read_yaml
-from sonosynth.errors import SonosynthError
-
 from sonosynth.classify.regimes import NEEDS_SYNTHETIC as SYNTHETIC_REGIMES
 from sonosynth.classify.regimes import REGIMES
+from sonosynth.config import StrictModel, read_yaml
+from sonosynth.errors import SonosynthError
 
 
 class PhantomData(StrictModel):

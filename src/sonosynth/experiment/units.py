@@ -54,9 +54,9 @@ def classify_unit(regime: str, classifier: ClassifierSpec, seed: int, train: Man
 def quality_unit(synthetic: Manifest, real: Manifest, quality: QualitySpec, classifier_dir: Path | None,
                  device: str, folder: Path) -> None:
     """Image-quality and memorization metrics of one synthetic set against the fold's real training images."""
+    from sonosynth.device import resolve_device
     from sonosynth.metrics.quality.config import QualityConfig
     from sonosynth.metrics.quality.evaluate import evaluate_quality
-    from sonosynth.device import resolve_device
     from sonosynth.metrics.quality.features import create_extractor
 
     device = resolve_device(device)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-
 from pydantic import BaseModel
 
 from sonosynth.data.images import load_grayscale, save_png

@@ -85,8 +85,8 @@ def _sample_grids(run_dir: Path, keep: float) -> Section:
         parents = sorted({p for i in picks for p in synthetic.parent_paths()[i]})[:GRID_SAMPLES]
         rows = [("training", [load_grayscale(p) for p in parents if p.is_file()]),
                 (str(entry["generator"]), [load_grayscale(paths[i]) for i in sorted(picks)])]
-        section.images.append((f"{entry['generator']}: fold {first_fold}, keep {keep:g} "
-                               f"(top: its training images; bottom: samples)", _png_grid(rows)))
+        caption = f"{entry['generator']}: fold {first_fold}, keep {keep:g} (top: its training images; bottom: samples)"
+        section.images.append((caption, _png_grid(rows)))
     return section
 
 
@@ -209,8 +209,9 @@ def write_report(run_dir: str | os.PathLike) -> Report:
     sections, headline, headline_title = build_sections(run_dir)
     figures_dir = run_dir / "figures"
     markdown = [f"# sonosynth study: {name}", ""]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
-             f"<style>{STYLE}</style></head><body><h1>sonosynth study: {html.escape(name)}</h1>"]
+    head = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>sonosynth study: {html.escape(name)}</h1>")
+    parts = [head]
     for number, section in enumerate(sections):
         markdown += [f"## {section.title}", "", section.markdown, ""]
         parts.append(f"<h2>{html.escape(section.title)}</h2>{section.html}")

@@ -44,6 +44,14 @@ class SinDDMConfig(StrictModel):
     ema_decay: float = Field(0.995, ge=0, lt=1)
     ema_start: int = Field(2000, ge=0, description="before this step the EMA is a copy of the model")
     ema_every: int = Field(10, ge=1, description="EMA update period in steps")
+    scale_sampling: Literal["uniform", "equal_time"] = Field(
+        "uniform", description="how each step picks its scale. 'uniform' (official): every scale equally often, "
+        "so the fine scales, up to 16x the pixels of the coarsest, take most of the time. 'equal_time': "
+        "probability inversely proportional to the scale's pixels per step (after cropping), so every scale "
+        "gets the same compute and the coarsest, which alone sets the global layout, gets many more steps. "
+        "It changes what a short run learns (not the loss), so it is a model setting, not a speed switch; the "
+        "cpu preset uses it because 1300 uniform steps left the coarsest scale with ~430 steps and samples "
+        "without the source's global structure")
     seed: int = Field(0, description="seed of initialisation and of the training draws")
     checkpoint_every: int = Field(1000, ge=1, description="steps between atomic checkpoint writes")
 

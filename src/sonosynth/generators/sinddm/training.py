@@ -124,9 +124,26 @@ def random_crops(sharp: torch.Tensor, blurry: torch.Tensor, batch: int, crop: in
     return sharp_crops, blurry_crops, mask
 
 
+def scale_probabilities(data: TrainingData, config: SinDDMConfig) -> torch.Tensor:
+    """Probability of drawing each scale in a step (see SinDDMConfig.scale_sampling)."""
+    if config.scale_sampling == "uniform":
+        return torch.full((data.n_scales,), 1.0 / data.n_scales)
+    crop = config.crop_size
+    pixels = torch.tensor([
+        float(min(h, crop) * min(w, crop)) if crop is not None and max(h, w) > crop else float(h * w)
+        for h, w in (tuple(s.shape[-2:]) for s in data.sharp)
+    ])
+    weights = 1.0 / pixels
+    return weights / weights.sum()
+
+
 def draw_batch(data: TrainingData, config: SinDDMConfig) -> Batch:
-    """One scale, one image (FewDDM: uniformly among k), and a batch of copies or crops of it."""
-    scale = int(torch.randint(data.n_scales, (1,)).item())
+    """One scale (see scale_sampling), one image (FewDDM: uniformly among k), and a batch of copies or crops."""
+    if config.scale_sampling == "uniform":
+        # The official draw; kept as randint so a uniform run consumes the RNG exactly as before.
+        scale = int(torch.randint(data.n_scales, (1,)).item())
+    else:
+        scale = int(torch.multinomial(scale_probabilities(data, config), 1).item())
     image = int(torch.randint(data.n_images, (1,)).item()) if data.n_images > 1 else 0
     sharp, blurry = data.sharp[scale][image], data.blurry[scale][image]
     crop = config.crop_size

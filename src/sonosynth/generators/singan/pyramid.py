@@ -31,7 +31,7 @@ class PyramidPlan:
 
 def _resized(length: int, factor: float) -> int:
     # The reference resizer's output length for a scale factor.
-    return int(math.ceil(length * factor))
+    return math.ceil(length * factor)
 
 
 def plan_pyramid(height: int, width: int, scale_factor: float = 0.75, min_size: int = 25,

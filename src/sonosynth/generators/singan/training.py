@@ -36,15 +36,33 @@ from sonosynth.device import resolve_device
 from sonosynth.errors import SonosynthError
 from sonosynth.generators.base import load_training_images
 from sonosynth.generators.singan.cascade import (
-    Scale, draw_noise, random_input, reconstruction_input, run_scale,
+    Scale,
+    draw_noise,
+    random_input,
+    reconstruction_input,
+    run_scale,
 )
 from sonosynth.generators.singan.checkpoints import (
-    INDEX_FILENAME, LOSSES_FILENAME, MODELS_DIR, ModelEntry, load_scale_file, partial_path, read_index,
-    scale_from_payload, scale_path, write_index,
+    INDEX_FILENAME,
+    LOSSES_FILENAME,
+    MODELS_DIR,
+    ModelEntry,
+    load_scale_file,
+    partial_path,
+    read_index,
+    scale_from_payload,
+    scale_path,
+    write_index,
 )
 from sonosynth.generators.singan.config import SinGANConfig
 from sonosynth.generators.singan.networks import (
-    PatchDiscriminator, ScaleGenerator, border, build, frozen, gradient_penalty, no_param_grads,
+    PatchDiscriminator,
+    ScaleGenerator,
+    border,
+    build,
+    frozen,
+    gradient_penalty,
+    no_param_grads,
 )
 from sonosynth.generators.singan.pyramid import PyramidPlan, plan_pyramid, real_pyramid
 from sonosynth.progress import track
