@@ -182,6 +182,12 @@ def test_synthetic_images_of_evaluation_or_stopping_patients_are_kept_out(fold, 
     assert len(kept) == len(synthetic) - len(stop)
     parents = {str(p[0].resolve()) for p in kept.parent_paths()}
     assert not parents & paths(stop)
+    # a model trained on a whole manifest (guided) that included a validation image is caught too
+    fold.validation.write(tmp_path / "model" / "training" / "manifest.csv")
+    whole = synthetic.table.assign(parents=encode_parents([tmp_path / "model" / "training" / "manifest.csv"],
+                                                          synthetic.root))
+    with pytest.raises(InputDataError, match="generated from validation images"):
+        check_synthetic_parents(Manifest(whole, synthetic.root), fold.validation)
 
 
 # ----------------------------------------------------------------------------- the training loop

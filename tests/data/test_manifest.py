@@ -43,6 +43,21 @@ def test_writing_elsewhere_rebases_paths_and_parents(tmp_path):
     assert json.loads(moved.table.loc[0, "parents"]) == ["../real/a.png"]
 
 
+def test_a_manifest_parent_expands_into_the_images_it_lists(tmp_path):
+    # The guided generator records its training manifest once; leakage guards must still see each image.
+    for row in _rows():
+        _touch(tmp_path / "real" / row["path"])
+    Manifest.from_rows(_rows(), tmp_path / "real").write(tmp_path / "model" / "training" / "manifest.csv")
+    parents = encode_parents([tmp_path / "model" / "training" / "manifest.csv"], tmp_path / "syn")
+    rows = [{"path": f"s/{i}.png", "label": "covid", "patient_id": "gen", "origin": "synthetic",
+             "generator": "guided", "seed": i, "parents": parents} for i in range(2)]
+    for row in rows:
+        _touch(tmp_path / "syn" / row["path"])
+    expanded = Manifest.from_rows(rows, tmp_path / "syn").parent_paths()
+    wanted = sorted((tmp_path / "real" / r["path"]).resolve() for r in _rows())
+    assert [sorted(p.resolve() for p in row) for row in expanded] == [wanted, wanted]
+
+
 def test_concat_joins_folders(tmp_path):
     a = Manifest.from_rows(_rows(2), tmp_path / "a")
     b = Manifest.from_rows([{**r, "path": "other/" + r["path"]} for r in _rows(2)], tmp_path / "b")

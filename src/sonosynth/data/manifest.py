@@ -160,8 +160,23 @@ class Manifest:
         return [self.root / p for p in self.table["path"]]
 
     def parent_paths(self) -> list[list[Path]]:
-        """For each row, the absolute paths of the real images it was made from (empty for real rows)."""
-        return [[] if pd.isna(v) else [self.root / p for p in json.loads(v)] for v in self.table["parents"]]
+        """For each row, the absolute paths of the real images it was made from (empty for real rows).
+
+        A parent may be a manifest CSV instead of an image: a model trained on thousands of images (the
+        guided generator) records its training manifest once rather than every image in every row. It is
+        expanded here into the images it lists, so leakage guards and audits see the real parents.
+        """
+        expanded: dict[Path, list[Path]] = {}
+
+        def images_of(path: Path) -> list[Path]:
+            if path.suffix.lower() != ".csv":
+                return [path]
+            if path not in expanded:
+                expanded[path] = Manifest.read(path, check_files=False).absolute_paths()
+            return expanded[path]
+
+        return [[] if pd.isna(v) else [image for p in json.loads(v) for image in images_of(self.root / p)]
+                for v in self.table["parents"]]
 
     def where(self, mask: pd.Series | Sequence[bool]) -> Manifest:
         return Manifest(self.table[list(mask)].reset_index(drop=True), self.root)

@@ -8,7 +8,9 @@ A generator is a small object with a config type and two operations:
 Training images come as a Manifest (one data contract everywhere); the checkpoint folder holds
 everything needed to sample, including the resolved config, so a checkpoint alone can be sampled.
 A SyntheticSet is a Manifest whose rows are `origin=synthetic`, with the generator, checkpoint,
-per-image seed, sampling settings and parents (the training images) recorded for provenance.
+per-image seed, sampling settings and parents (the training images) recorded for provenance. A model
+trained on many images may record its training manifest (a CSV) as the single parent instead;
+`Manifest.parent_paths()` expands it into the images it lists.
 """
 
 from __future__ import annotations
