@@ -332,3 +332,17 @@ def test_classify_command_writes_the_outputs(phantom_manifest, fold, tmp_path):
     bad = CliRunner().invoke(app, [*arguments[:8], "--regime", "mixed", *arguments[10:]])
     assert isinstance(bad.exception, SonosynthError) and "needs synthetic" in str(bad.exception)
     shutil.rmtree(out)
+
+
+def test_a_retrained_pretrained_checkpoint_at_the_same_path_is_not_reused(fold, tmp_path):
+    # The resume key holds the weights' contents, not only their path.
+    for name, seed in (("a", 0), ("b", 1)):
+        run_regime("real", "small_cnn", fold, tmp_path / name, smoke(epochs=1, seed=seed), device="cpu", progress=False)
+    weights = tmp_path / "init.pt"
+    runs = []
+    for source in ("a", "b"):
+        shutil.copy(tmp_path / source / "model.pt", weights)
+        runs.append(run_regime("real", "small_cnn", fold, tmp_path / "finetuned", smoke(epochs=1),
+                               pretrained=str(weights), device="cpu", progress=False))
+        assert runs[-1].stages[0].start_fingerprint == state_fingerprint(load_classifier(weights)[0])
+    assert runs[0].stages[0].start_fingerprint != runs[1].stages[0].start_fingerprint

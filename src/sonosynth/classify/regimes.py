@@ -113,6 +113,19 @@ def plan_regime(regime: str, real: Manifest, synthetic: Manifest | None = None) 
     return TrainingPlan(regime, (Stage("train", pool, augment),))
 
 
+def _weights_identity(source: str | os.PathLike) -> str:
+    """A weights source for the resume key: a file by its contents (a retrained checkpoint at the same path
+    must not reuse results), anything else (none, imagenet) by name."""
+    path = Path(source)
+    if str(source) in ("none", "imagenet") or not path.is_file():
+        return str(source)
+    digest = hashlib.sha1()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{source}#sha1={digest.hexdigest()}"
+
+
 # ----------------------------------------------------------------------------- leakage guards
 def _resolved(paths) -> set[str]:
     return {os.path.realpath(p) for p in paths}
@@ -239,7 +252,7 @@ def run_regime(regime: str, model_name: str, fold: FoldData, out: str | os.PathL
 
     key = {
         "regime": regime, "model": model_name, "model_options": model_options or {}, "config": config.model_dump(),
-        "pretrained": str(pretrained), "weights": None if weights is None else str(weights),
+        "pretrained": _weights_identity(pretrained), "weights": None if weights is None else _weights_identity(weights),
         "train": _manifest_digest(train), "evaluation": _manifest_digest(evaluation),
         "synthetic": _manifest_digest(used_synthetic), "stop": _manifest_digest(stop),
     }
