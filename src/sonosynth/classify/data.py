@@ -41,6 +41,8 @@ def load_resized(path, image_size: int) -> np.ndarray:
         raise InputDataError(f"{path}: cannot read this image ({exc}); fix or remove its manifest row.") from exc
     if array.shape != (image_size, image_size):
         array = np.array(Image.fromarray(array).resize((image_size, image_size), Image.Resampling.BILINEAR))
+    if not array.flags.writeable:  # a PIL-backed array: torch warns on (and must not share) read-only memory
+        array = array.copy()
     return np.ascontiguousarray(array)
 
 
