@@ -85,6 +85,14 @@ def test_an_interrupted_study_resumes_without_recomputing_finished_units(tmp_pat
     assert extended.computed == 3 * 2 * 2
 
 
+def test_the_progress_plan_matches_the_units_reported(tmp_path):
+    planned, reported = [], []
+    runner = StudyRunner(_spec(), tmp_path / "run", progress=False, on_plan=planned.append,
+                         on_unit=lambda description, computed: reported.append(description))
+    runner.run()
+    assert planned == [len(reported)]
+
+
 def test_nested_fractions_reuse_the_generator_models(tmp_path):
     StudyRunner(_spec(), tmp_path / "run", progress=False).run()
     trained = [tuple(paths) for paths in NoisyCopyGenerator.fits]

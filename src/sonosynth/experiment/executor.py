@@ -59,10 +59,19 @@ class Executor:
         return self.cache.unit_dir(job.kind, self.cache.key(job.kind, job.payload))
 
     def run(self, jobs: Sequence[Job]) -> None:
-        """Run the unique jobs among `jobs` (units finished earlier count as cache hits)."""
+        """Run the unique jobs among `jobs` (units finished earlier count as cache hits).
+
+        A job identical to another in the same batch (a model on an image two folds share, the reference
+        classifier that is also the `real` condition) runs once; its duplicates still report to `on_unit`,
+        so a progress bar planned over all jobs reaches its total.
+        """
         unique: dict[tuple[str, str], Job] = {}
         for job in jobs:
-            unique.setdefault((job.kind, self.cache.key(job.kind, job.payload)), job)
+            key = (job.kind, self.cache.key(job.kind, job.payload))
+            if key in unique:
+                self.on_unit(job.description, False)
+            else:
+                unique[key] = job
         pending = []
         for (kind, key), job in unique.items():
             if self.cache.is_done(kind, key):

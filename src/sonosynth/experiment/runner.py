@@ -160,7 +160,7 @@ def generator_side(train: Manifest, stop: Manifest) -> Manifest:
 
 
 def count_units(spec: StudySpec, manifest: Manifest, folds: pd.DataFrame) -> int:
-    """The units of work, for the progress bar's total and ETA."""
+    """The jobs the run submits (identical ones included), for the progress bar's total and ETA."""
     total = 0
     for fold in _fold_list(spec):
         for keep in spec.split.keep:
@@ -172,6 +172,8 @@ def count_units(spec: StudySpec, manifest: Manifest, folds: pd.DataFrame) -> int
                 labels = sum(len(set(g.labels)) for g in groups)
                 total += len(groups) + labels + (1 if spec.quality.enabled else 0)
             total += len(conditions(spec)) * len(spec.classifiers) * len(spec.seeds)
+            if spec.quality.enabled and spec.quality.features == "classifier":
+                total += 1  # the fold's reference real classifier (usually the `real` condition's unit)
     return total
 
 
