@@ -119,7 +119,8 @@ def test_quality_metrics_flag_a_generator_that_copies_its_training_images(tmp_pa
     assert quality["ssim"].min() > 0.99
     flags = pd.read_csv(tmp_path / "run" / "memorization_flags.csv")
     assert len(flags) == quality["images"].sum()
-    assert "Memorization flags" in outcome.report.html_path.read_text()
+    html = outcome.report.html_path.read_text()
+    assert "Memorization flags" in html and "Image quality (Table 2 style" in html
 
 
 def test_generators_never_learn_from_the_early_stopping_patients(tmp_path):

@@ -90,6 +90,25 @@ def _sample_grids(run_dir: Path, keep: float) -> Section:
     return section
 
 
+TABLE2_COLUMNS = (("sifid", "SIFID ↓"), ("ssim", "SSIM"), ("fid", "FID ↓"), ("kid", "KID ↓"),
+                  ("copy_rate", "copy rate ↓"), ("diversity_ssim", "diversity 1-SSIM"))
+
+
+def table2(quality: pd.DataFrame) -> pd.DataFrame:
+    """The lung study's Table 2 view: one row per generator and fraction, each metric mean ± std over folds."""
+    rows = []
+    for (generator, keep), part in quality.groupby(["generator", "keep"], sort=True):
+        row: dict[str, object] = {"generator": generator, "keep": keep, "folds": len(part),
+                                  "images": int(part["images"].sum()) if "images" in part else pd.NA}
+        for column, label in TABLE2_COLUMNS:
+            if column in part:
+                values = part[column].astype(float)
+                row[label] = (f"{values.mean():.3g} ± {values.std(ddof=1):.2g}" if len(values) > 1
+                              else f"{values.mean():.3g}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _quality_section(quality: pd.DataFrame, flags: pd.DataFrame, threshold: float) -> list[Section]:
     if quality.empty:
         return []
@@ -98,10 +117,15 @@ def _quality_section(quality: pd.DataFrame, flags: pd.DataFrame, threshold: floa
     # One name per feature space: each fold's classifier checkpoint path would repeat the same description.
     names = quality.get("features", pd.Series(dtype=str)).dropna().astype(str).str.replace(r" \(.*\)$", "", regex=True)
     features = ", ".join(sorted(set(names)))
-    sections = [_table_section(
-        "Image quality and memorization (Table 2 style; mean over folds)", summary,
-        f"SSIM is to each sample's own training image; SIFID/FID/KID in the feature space of {features or 'n/a'}; "
-        f"copy rate is the share of samples whose nearest real training image has NCC > {threshold:g}.")]
+    explanation = (f"SSIM is to each sample's own training image; SIFID/FID/KID in the feature space of "
+                   f"{features or 'n/a'}; copy rate is the share of samples whose nearest real training image "
+                   f"has NCC > {threshold:g}.")
+    sections = [
+        _table_section("Image quality (Table 2 style; mean ± std over folds)", table2(quality), explanation),
+        _table_section("All image-quality and memorization metrics (mean over folds)", summary,
+                       "Diversity columns: mean pairwise dissimilarity of samples, and (crops) of random crops of "
+                       "the training images as a reference."),
+    ]
     if flags.empty:
         sections.append(Section("Memorization flags", f"No synthetic image exceeded NCC {threshold:g} with any real "
                                 "training image.", f"<p>No synthetic image exceeded NCC {threshold:g} with any real "
