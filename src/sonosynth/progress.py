@@ -16,6 +16,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -26,8 +27,9 @@ stderr_console = Console(stderr=True)
 _active: list[Progress] = []
 
 
-def _columns() -> tuple:
-    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+def progress_columns(*extra: ProgressColumn) -> tuple[ProgressColumn, ...]:
+    """The columns every sonosynth bar shows, with `extra` ones (loss, rate, ...) before the times."""
+    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra, TimeElapsedColumn(),
             TimeRemainingColumn())
 
 
@@ -37,7 +39,7 @@ def progress_display() -> Iterator[Progress]:
     if _active:
         yield _active[-1]
         return
-    with Progress(*_columns(), console=stderr_console, transient=False) as progress:
+    with Progress(*progress_columns(), console=stderr_console, transient=False) as progress:
         _active.append(progress)
         try:
             yield progress
@@ -61,7 +63,7 @@ def track(items: Iterable[T], description: str, total: int | None = None, enable
         finally:
             progress.remove_task(task)
         return
-    with Progress(*_columns(), console=stderr_console, transient=False) as progress:
+    with Progress(*progress_columns(), console=stderr_console, transient=False) as progress:
         task = progress.add_task(description, total=total)
         for item in items:
             yield item

@@ -37,6 +37,7 @@ from sonosynth.atomic import atomic_path, write_text_atomic
 from sonosynth.data.manifest import Manifest, concat
 from sonosynth.data.split import FoldData
 from sonosynth.errors import InputDataError, SonosynthError
+from sonosynth.hashing import file_sha1
 
 REGIMES: tuple[str, ...] = (
     "real",
@@ -116,14 +117,9 @@ def plan_regime(regime: str, real: Manifest, synthetic: Manifest | None = None) 
 def _weights_identity(source: str | os.PathLike) -> str:
     """A weights source for the resume key: a file by its contents (a retrained checkpoint at the same path
     must not reuse results), anything else (none, imagenet) by name."""
-    path = Path(source)
-    if str(source) in ("none", "imagenet") or not path.is_file():
+    if str(source) in ("none", "imagenet") or not Path(source).is_file():
         return str(source)
-    digest = hashlib.sha1()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"{source}#sha1={digest.hexdigest()}"
+    return f"{source}#sha1={file_sha1(source)}"
 
 
 # ----------------------------------------------------------------------------- leakage guards

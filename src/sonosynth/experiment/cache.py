@@ -20,6 +20,7 @@ from typing import Any
 
 from sonosynth.atomic import write_text_atomic
 from sonosynth.data.manifest import Manifest
+from sonosynth.hashing import file_sha1
 
 DONE_MARKER = ".done"
 
@@ -38,7 +39,7 @@ class FileHasher:
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._memo:
-            self._memo[key] = hashlib.sha1(path.read_bytes()).hexdigest()
+            self._memo[key] = file_sha1(path)
         return self._memo[key]
 
     def manifest(self, manifest: Manifest) -> str:

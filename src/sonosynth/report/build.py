@@ -81,8 +81,8 @@ def _sample_grids(run_dir: Path, keep: float) -> Section:
         synthetic = Manifest.read(run_dir / entry["manifest"])
         rng = np.random.default_rng(0)
         picks = rng.choice(len(synthetic), size=min(GRID_SAMPLES, len(synthetic)), replace=False)
-        paths = synthetic.absolute_paths()
-        parents = sorted({p for i in picks for p in synthetic.parent_paths()[i]})[:GRID_SAMPLES]
+        paths, parents_per_row = synthetic.absolute_paths(), synthetic.parent_paths()
+        parents = sorted({p for i in picks for p in parents_per_row[i]})[:GRID_SAMPLES]
         rows = [("training", [load_grayscale(p) for p in parents if p.is_file()]),
                 (str(entry["generator"]), [load_grayscale(paths[i]) for i in sorted(picks)])]
         caption = f"{entry['generator']}: fold {first_fold}, keep {keep:g} (top: its training images; bottom: samples)"

@@ -18,14 +18,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress, TextColumn
 from torch.nn import functional as F
 
 from sonosynth.atomic import atomic_path
@@ -36,7 +29,7 @@ from sonosynth.generators.sinddm.config import RESUMABLE_CHANGES, SinDDMConfig
 from sonosynth.generators.sinddm.data import TrainingData
 from sonosynth.generators.sinddm.diffusion import DiffusionTables, forward_process
 from sonosynth.generators.sinddm.network import SinDDMDenoiser
-from sonosynth.progress import stderr_console
+from sonosynth.progress import progress_columns, stderr_console
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSS_LOG_NAME = "loss.csv"
@@ -245,9 +238,8 @@ def _read_loss_log(path: Path, up_to_step: int) -> list[dict[str, Any]]:
 
 
 def _progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} steps/s"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=stderr_console)
+    return Progress(*progress_columns(TextColumn("loss {task.fields[loss]:.4f}"),
+                                      TextColumn("{task.fields[rate]:.2f} steps/s")), console=stderr_console)
 
 
 # ------------------------------------------------------------------------------------------ fit
