@@ -6,13 +6,17 @@ uniformly), achieved GFLOP/s (conv FLOPs: forward x 3 for forward + backward), p
 (each setting runs in its own process), and for the sampling settings seconds per sampled image.
 Per-step time is linear in the batch; pass --batch 32 for the paper's batch (48 s/step on 2 cores in fp32).
 
-Part 2 (quality at equal wall time): (a) plain fp32 full-image training against (c) the default fast
-path, each trained for the same number of seconds, then sampled; quality = multi-scale sliced
-Wasserstein distance between 7x7 patch distributions of the samples and the training image (lower is
-better) and mean SSIM to the training image. --quality-preset picks the network/image size (cpu: the
-128 px cpu preset, which can learn something in minutes; paper: dim 160 at 223 px).
+Part 2 (quality at equal wall time): (a) plain fp32 full-image training against (c) the default speed
+switches, each given the same wall-clock budget. A probe measures each arm's steps/s; the arm then
+trains as many steps as fit, with the preset's LR milestones and EMA start at the same fractions of the
+run, and samples from its EMA. Quality = multi-scale sliced Wasserstein distance between 7x7 patch
+distributions of the samples and the training image (lower is better) and mean SSIM to the training
+image. The network is --quality-preset's (default cpu: dim 64, batch 8, which can learn something in
+minutes) at --quality-max-pixels (default the paper's 50,000 cap, 223 px, where crops apply).
 
-Run: flock /tmp/sonosynth-cpu.lock python benchmarks/sinddm_speed.py [--batch 4] [--budget 150]
+Part 3 (--checkpoint DIR, a trained SinDDM folder): the same quality measures for sampling strides 1, 2, 4.
+
+Run: flock /tmp/sonosynth-cpu.lock python benchmarks/sinddm_speed.py [--batch 4] [--budget 1200] [--out DIR]
 """
 
 from __future__ import annotations
@@ -29,19 +33,28 @@ import numpy as np
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[1].parent / "shared/data/pocus/pocus_images/convex/Pneu_Avi_consolidated-lung.JPG"
 
+PLAIN = {"precision": "fp32", "channels_last": False, "crop_size": None}
 SPEED_SETTINGS = {
-    "a fp32 full image": {"precision": "fp32", "channels_last": False},
-    "b fp32 channels_last": {"precision": "fp32", "channels_last": True},
-    "b bf16": {"precision": "bf16", "channels_last": False},
-    "b bf16 channels_last": {"precision": "bf16", "channels_last": True},
-    "b fp32 crop 96": {"precision": "fp32", "channels_last": False, "crop_size": 96},
-    "c bf16 channels_last crop 96": {"precision": "bf16", "channels_last": True, "crop_size": 96},
+    "a fp32 full image": PLAIN,
+    "b fp32 channels_last": {**PLAIN, "channels_last": True},
+    "b bf16": {**PLAIN, "precision": "bf16"},
+    "b bf16 channels_last": {**PLAIN, "precision": "bf16", "channels_last": True},
+    "b fp32 crop 96": {**PLAIN, "crop_size": 96},
+    "c default: bf16 channels_last crop 96": {"precision": "bf16", "channels_last": True, "crop_size": 96},
 }
 SAMPLE_SETTINGS = {
     "a fp32 stride 1": ({"precision": "fp32", "channels_last": False}, 1),
     "c bf16 channels_last stride 1": ({"precision": "bf16", "channels_last": True}, 1),
     "c bf16 channels_last stride 2": ({"precision": "bf16", "channels_last": True}, 2),
 }
+
+
+def default_speed_switches() -> dict:
+    """The speed switches as SinDDMConfig defaults them (arm (c)); 'auto' precision is bf16 on this CPU."""
+    from sonosynth.generators.sinddm.config import SinDDMConfig
+
+    fields = SinDDMConfig.model_fields
+    return {name: fields[name].default for name in ("precision", "channels_last", "crop_size")}
 
 
 def _config(preset: str, **changes):
@@ -170,31 +183,100 @@ def mean_ssim(samples: list[np.ndarray], reference: np.ndarray) -> float:
     return float(np.mean([structural_similarity(s, reference, data_range=255) for s in samples]))
 
 
+def _fitted_schedule(config, steps: int):
+    """The preset's schedule stretched to `steps`: milestones and EMA start keep their fractions of the run."""
+    fraction = steps / config.train_steps
+    return {"train_steps": steps, "lr_milestones": [max(1, round(m * fraction)) for m in config.lr_milestones],
+            "ema_start": round(config.ema_start * fraction),
+            "checkpoint_every": config.checkpoint_every}
+
+
 def _train_for(args: tuple) -> dict:
-    """Train for `budget` wall seconds, then sample; returns quality numbers."""
+    """Train for about `budget` wall seconds with a complete schedule, then sample from the EMA.
+
+    A short probe measures this setting's steps per second; the run then gets as many steps as fit in
+    the budget, with the preset's learning-rate milestones and EMA start at the same fractions of the run,
+    as a user with a fixed time budget would configure it. Neither arm is cut off mid-schedule.
+    """
     import torch
 
     from sonosynth.generators.base import to_uint8
     from sonosynth.generators.sinddm.diffusion import DiffusionTables
     from sonosynth.generators.sinddm.sampling import TrainedModel, generate
-    from sonosynth.generators.sinddm.training import new_state, train_step
+    from sonosynth.generators.sinddm.training import new_state, resolve_precision, train_step
 
-    image_path, preset, changes, budget, n_samples = args
+    image_path, preset, changes, budget, n_samples, probe_seconds, out = args
+    changes = {**changes, "precision": resolve_precision(changes.get("precision", "auto"), torch.device("cpu"))}
+    probe_config = _config(preset, **changes)
+    data = _training_data(image_path, probe_config)
+    tables = DiffusionTables.build(probe_config.timesteps, data.blur_levels)
+    torch.manual_seed(1)
+    state = new_state(probe_config, torch.device("cpu"))
+    train_step(state, data, tables, probe_config, probe_config.precision)  # kernels warm up
+    start, probe_steps = time.perf_counter(), 0
+    while time.perf_counter() - start < probe_seconds:
+        train_step(state, data, tables, probe_config, probe_config.precision)
+        probe_steps += 1
+    steps = max(10, int(budget * probe_steps / (time.perf_counter() - start)))
+
+    config = _config(preset, **changes, **_fitted_schedule(probe_config, steps))
     torch.manual_seed(0)
-    config = _config(preset, ema_start=10**9, **changes)  # sample the raw model: same rule for both
-    data = _training_data(image_path, config)
-    tables = DiffusionTables.build(config.timesteps, data.blur_levels)
     state = new_state(config, torch.device("cpu"))
-    precision = config.precision
     start = time.perf_counter()
-    while time.perf_counter() - start < budget:
-        train_step(state, data, tables, config, precision)
-    model = TrainedModel(state.model.eval(), config, tables, data.plan.sizes, (), "x", Path("."), state.step)
-    samples = to_uint8(generate(model, list(range(n_samples))).numpy())
+    while state.step < config.train_steps:
+        train_step(state, data, tables, config, config.precision)
+    train_seconds = time.perf_counter() - start
+    model = TrainedModel(state.ema.eval(), config, tables, data.plan.sizes, (), "x", Path("."), state.step)
+    samples = list(to_uint8(generate(model, list(range(n_samples))).numpy()))
     reference = to_uint8(data.sharp[-1].numpy())[0]
-    samples = list(samples)
-    return {"steps": state.step, "swd": sliced_wasserstein(samples, reference),
+    if out is not None:
+        from sonosynth.report.grid import image_grid
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        image_grid([("training", [reference]), ("samples 1-8", samples[:8]), ("samples 9-16", samples[8:16])],
+                   tile=160).save(out)
+    return {"steps": state.step, "train_s": train_seconds, "swd": sliced_wasserstein(samples, reference),
             "ssim": mean_ssim(samples, reference)}
+
+
+def _stride_quality(args: tuple) -> dict:
+    """Sample one trained SinDDM checkpoint at several strides: the quality that fewer steps cost."""
+    import torch
+
+    from sonosynth.generators.base import to_uint8
+    from sonosynth.generators.sinddm.sampling import generate, load_trained_model, network_calls
+
+    checkpoint, strides, n, out = args
+    model = load_trained_model(checkpoint, torch.device("cpu"))
+    reference = to_uint8(_training_data(Path(model.parents[0]), model.config).sharp[-1].numpy())[0]
+    generate(model, [0], size=(48, 48))  # warm-up
+    results, rows = {}, [("training", [reference])]
+    for stride in strides:
+        start = time.perf_counter()
+        samples = list(to_uint8(generate(model, list(range(n)), stride=stride).numpy()))
+        seconds = (time.perf_counter() - start) / n
+        results[stride] = {"s_per_image": seconds, "calls": network_calls(model, stride),
+                           "swd": sliced_wasserstein(samples, reference), "ssim": mean_ssim(samples, reference)}
+        rows.append((f"stride {stride}", samples[:8]))
+    if out is not None:
+        from sonosynth.report.grid import image_grid
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        image_grid(rows, tile=128).save(out)
+    return results
+
+
+def _describe(switches: dict) -> str:
+    crop = switches["crop_size"]
+    precision = switches["precision"]
+    if precision == "auto":
+        import torch
+
+        from sonosynth.generators.sinddm.training import resolve_precision
+
+        precision = resolve_precision(precision, torch.device("cpu"))
+    return " ".join([precision, "channels_last" if switches["channels_last"] else "",
+                     f"crop {crop}" if crop else "full image"]).replace("  ", " ")
 
 
 def main() -> None:
@@ -203,9 +285,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="training batch for the speed table (paper: 32)")
     parser.add_argument("--repeats", type=int, default=1, help="timed steps per scale (after one warm-up)")
     parser.add_argument("--sample-images", type=int, default=2, help="images per sampling measurement")
-    parser.add_argument("--budget", type=float, default=150, help="wall seconds of training per quality run")
+    parser.add_argument("--budget", type=float, default=1200, help="wall seconds of training per quality run")
     parser.add_argument("--quality-preset", default="cpu", help="preset of the quality comparison")
-    parser.add_argument("--quality-crop", type=int, default=80, help="crop size of (c) in the quality comparison")
+    parser.add_argument("--quality-max-pixels", type=int, default=50000,
+                        help="image size of the quality runs (50000 = the paper's cap, 223 px, where crops apply)")
+    parser.add_argument("--quality-arms", default="a,c", help="which quality arms to run (a, c or a,c)")
+    parser.add_argument("--probe", type=float, default=60, help="seconds that measure each arm's steps/s")
+    parser.add_argument("--samples", type=int, default=16, help="samples per quality arm")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the quality arms' sample grids")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a trained SinDDM folder: sample it at strides 1, 2, 4 and compare quality (part 3)")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: train,sample,quality")
     args = parser.parse_args()
     if not args.image.is_file():
@@ -236,16 +325,29 @@ def main() -> None:
                   f"{r['peak_mib']:9.0f}", flush=True)
 
     if "quality" not in skip:
-        print(f"\nquality after {args.budget:.0f} s of training each ({args.quality_preset} preset network), "
-              "16 samples; SWD x1e3 lower is better, SSIM to the training image")
-        print(f"{'setting':34} {'steps':>6} {'SWD':>8} {'SSIM':>6}")
-        for name, changes in {"a fp32 full image": {"precision": "fp32", "channels_last": False},
-                              "c bf16 channels_last": {"precision": "bf16", "channels_last": True},
-                              f"c bf16 channels_last crop {args.quality_crop}": {
-                                  "precision": "bf16", "channels_last": True, "crop_size": args.quality_crop}}.items():
-            r = _in_child(_train_for, (args.image, args.quality_preset, changes, args.budget, 16))
+        print(f"\nquality after about {args.budget:.0f} s of training each ({args.quality_preset} preset, "
+              f"max_pixels {args.quality_max_pixels}), {args.samples} EMA samples; each arm's schedule is "
+              "fitted to the steps it reaches; SWD x1e3 lower is better, SSIM to the training image")
+        print(f"{'setting':40} {'steps':>6} {'train s':>8} {'SWD':>8} {'SSIM':>6}")
+        arms = {"a fp32 full image": PLAIN, "c default " + _describe(default_speed_switches()): {}}
+        wanted = set(args.quality_arms.split(","))
+        for name, changes in arms.items():
+            if name.split()[0] not in wanted:
+                continue
+            changes = {**default_speed_switches(), **changes, "max_pixels": args.quality_max_pixels}
+            grid = args.out / f"quality-{name.split()[0]}.png" if args.out else None
+            r = _in_child(_train_for, (args.image, args.quality_preset, changes, args.budget, args.samples,
+                                       args.probe, grid))
             results["quality " + name] = r
-            print(f"{name:34} {r['steps']:6d} {r['swd']:8.1f} {r['ssim']:6.3f}", flush=True)
+            print(f"{name:40} {r['steps']:6d} {r['train_s']:8.0f} {r['swd']:8.1f} {r['ssim']:6.3f}", flush=True)
+    if args.checkpoint is not None:
+        grid = args.out / "strides.png" if args.out else None
+        table = _in_child(_stride_quality, (args.checkpoint, (1, 2, 4), args.samples, grid))
+        print(f"\nsampling stride vs quality, {args.checkpoint}, {args.samples} samples; SWD x1e3 lower is better")
+        print(f"{'stride':>6} {'calls':>6} {'s/image':>8} {'SWD':>8} {'SSIM':>6}")
+        for stride, r in table.items():
+            results[f"stride {stride}"] = r
+            print(f"{stride:6d} {r['calls']:6d} {r['s_per_image']:8.2f} {r['swd']:8.1f} {r['ssim']:6.3f}", flush=True)
     print("\n" + json.dumps(results))
 
 

@@ -36,7 +36,12 @@ def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractC
     """The autocast context for a precision; fp32 is a no-op so the math stays exactly the baseline."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        # 'auto' reaching here once meant fp16 on the CPU, 10x slower than fp32: resolve it first.
+        raise SonosynthError(f"precision {precision!r} is not one of fp32, bf16, fp16 (resolve 'auto' before "
+                             "entering autocast).")
+    dtype = dtypes[precision]
     if device.type == "cpu" and precision == "fp16":
         raise SonosynthError("fp16 autocast is for GPUs; on the CPU use bf16 or fp32.")
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -291,6 +291,29 @@ def test_crop_training_and_single_scale_and_rgb(tmp_path):
     assert generate(model, [0]).shape == (1, 3, 40, 40)
 
 
+def test_crop_counted_pixels_see_what_the_full_image_shows():
+    """Crops are the default: where the mask counts a pixel, the denoiser's output on the crop equals its
+    output on the whole image, so the crop loss is the full-image loss on those pixels."""
+    torch.manual_seed(0)
+    model = SinDDMDenoiser(1, 16).eval()
+    noisy = torch.randn(1, 90, 90)
+    where = torch.arange(90.0 * 90).reshape(1, 90, 90)  # cropped alongside to recover each window's place
+    t = torch.tensor([37])
+    with torch.no_grad():
+        full = model(noisy[None], t, 1)[0]
+        cut, places, mask = random_crops(noisy, where, 12, 48)
+        cropped = model(cut, t.expand(12), 1)
+    for b in range(12):
+        y, x = divmod(int(places[b, 0, 0, 0]), 90)
+        counted = mask[b, 0].bool()
+        assert counted.sum() >= 16 * 16
+        window = full[0, y:y + 48, x:x + 48]
+        assert torch.allclose(cropped[b, 0][counted], window[counted], atol=1e-5)
+        # and the uncounted border really differs (it saw zero padding), which is why it is masked
+        if not counted.all():
+            assert not torch.allclose(cropped[b, 0][~counted], window[~counted], atol=1e-3)
+
+
 def test_cli_train_and_generate(tmp_path):
     from typer.testing import CliRunner
 
