@@ -304,24 +304,24 @@ def main() -> None:
 
     if "train" not in skip:
         print(f"training step, paper network, batch {args.batch}, mean over the 5 scales of {args.image.name}")
-        print(f"{'setting':34} {'s/step':>8} {'speed-up':>8} {'GFLOP/s':>8} {'peak MiB':>9}  per-scale s")
+        print(f"{'setting':40} {'s/step':>8} {'speed-up':>8} {'GFLOP/s':>8} {'peak MiB':>9}  per-scale s")
         base = None
         for name, changes in SPEED_SETTINGS.items():
             r = _in_child(_measure_training, (args.image, changes, args.batch, args.repeats))
             base = base or r["s_per_step"]
             results[name] = r
-            print(f"{name:34} {r['s_per_step']:8.2f} {base / r['s_per_step']:8.2f} {r['gflops']:8.1f} "
+            print(f"{name:40} {r['s_per_step']:8.2f} {base / r['s_per_step']:8.2f} {r['gflops']:8.1f} "
                   f"{r['peak_mib']:9.0f}  {r['per_scale_s']}", flush=True)
 
     if "sample" not in skip:
         print(f"\nsampling, paper network, {args.sample_images} images per batch, 223x223 output")
-        print(f"{'setting':34} {'s/image':>8} {'speed-up':>8} {'calls':>6} {'peak MiB':>9}")
+        print(f"{'setting':40} {'s/image':>8} {'speed-up':>8} {'calls':>6} {'peak MiB':>9}")
         base = None
         for name, (changes, stride) in SAMPLE_SETTINGS.items():
             r = _in_child(_measure_sampling, (args.image, changes, stride, args.sample_images))
             base = base or r["s_per_image"]
             results["sample " + name] = r
-            print(f"{name:34} {r['s_per_image']:8.2f} {base / r['s_per_image']:8.2f} {r['calls']:6d} "
+            print(f"{name:40} {r['s_per_image']:8.2f} {base / r['s_per_image']:8.2f} {r['calls']:6d} "
                   f"{r['peak_mib']:9.0f}", flush=True)
 
     if "quality" not in skip:
