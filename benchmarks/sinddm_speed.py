@@ -50,11 +50,15 @@ SAMPLE_SETTINGS = {
 
 
 def default_speed_switches() -> dict:
-    """The speed switches as SinDDMConfig defaults them (arm (c)); 'auto' precision is bf16 on this CPU."""
+    """The speed switches as SinDDMConfig defaults them (arm (c)), with 'auto' resolved for this machine."""
+    import torch
+
+    from sonosynth.device import resolve_precision
     from sonosynth.generators.sinddm.config import SinDDMConfig
 
     fields = SinDDMConfig.model_fields
-    return {name: fields[name].default for name in ("precision", "channels_last", "crop_size")}
+    switches = {name: fields[name].default for name in ("precision", "channels_last", "crop_size")}
+    return {**switches, "precision": resolve_precision(switches["precision"], torch.device("cpu"))}
 
 
 def _config(preset: str, **changes):
@@ -78,13 +82,7 @@ def _measure_training(args: tuple) -> dict:
 
     from sonosynth.generators.sinddm.diffusion import DiffusionTables
     from sonosynth.generators.sinddm.network import conv_flops_per_pixel
-    from sonosynth.generators.sinddm.training import (
-        Batch,
-        memory_format,
-        new_state,
-        random_crops,
-        training_loss,
-    )
+    from sonosynth.generators.sinddm.training import batch_at, memory_format, new_state, training_loss
 
     image_path, changes, batch, repeats = args
     torch.manual_seed(0)
@@ -95,14 +93,10 @@ def _measure_training(args: tuple) -> dict:
     fmt = memory_format(config)
     seconds, flops = [], []
     for scale in range(data.n_scales):
-        sharp, blurry = data.sharp[scale][0], data.blurry[scale][0]
         times = []
         for i in range(repeats + 1):  # the first step warms up the kernels
             start = time.perf_counter()
-            if config.crop_size and max(sharp.shape[-2:]) > config.crop_size:
-                drawn = Batch(scale, 0, *random_crops(sharp, blurry, batch, config.crop_size))
-            else:
-                drawn = Batch(scale, 0, sharp.expand(batch, *sharp.shape), blurry.expand(batch, *blurry.shape))
+            drawn = batch_at(data, config, scale, 0)
             loss = training_loss(state.model, tables, drawn, config.precision, fmt)
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -183,12 +177,27 @@ def mean_ssim(samples: list[np.ndarray], reference: np.ndarray) -> float:
     return float(np.mean([structural_similarity(s, reference, data_range=255) for s in samples]))
 
 
+def _uint8_images(batch) -> list[np.ndarray]:
+    """(n, C, H, W) tensor in [-1, 1] -> n uint8 images."""
+    from sonosynth.generators.base import to_uint8
+
+    return list(to_uint8(batch.numpy()))
+
+
+def _save_grid(out: Path | None, rows: list) -> None:
+    if out is None:
+        return
+    from sonosynth.report.grid import image_grid
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(rows, tile=160).save(out)
+
+
 def _fitted_schedule(config, steps: int):
     """The preset's schedule stretched to `steps`: milestones and EMA start keep their fractions of the run."""
     fraction = steps / config.train_steps
     return {"train_steps": steps, "lr_milestones": [max(1, round(m * fraction)) for m in config.lr_milestones],
-            "ema_start": round(config.ema_start * fraction),
-            "checkpoint_every": config.checkpoint_every}
+            "ema_start": round(config.ema_start * fraction)}
 
 
 def _train_for(args: tuple) -> dict:
@@ -200,13 +209,11 @@ def _train_for(args: tuple) -> dict:
     """
     import torch
 
-    from sonosynth.generators.base import to_uint8
     from sonosynth.generators.sinddm.diffusion import DiffusionTables
     from sonosynth.generators.sinddm.sampling import TrainedModel, generate
-    from sonosynth.generators.sinddm.training import new_state, resolve_precision, train_step
+    from sonosynth.generators.sinddm.training import new_state, train_step
 
     image_path, preset, changes, budget, n_samples, probe_seconds, out = args
-    changes = {**changes, "precision": resolve_precision(changes.get("precision", "auto"), torch.device("cpu"))}
     probe_config = _config(preset, **changes)
     data = _training_data(image_path, probe_config)
     tables = DiffusionTables.build(probe_config.timesteps, data.blur_levels)
@@ -227,14 +234,9 @@ def _train_for(args: tuple) -> dict:
         train_step(state, data, tables, config, config.precision)
     train_seconds = time.perf_counter() - start
     model = TrainedModel(state.ema.eval(), config, tables, data.plan.sizes, (), "x", Path("."), state.step)
-    samples = list(to_uint8(generate(model, list(range(n_samples))).numpy()))
-    reference = to_uint8(data.sharp[-1].numpy())[0]
-    if out is not None:
-        from sonosynth.report.grid import image_grid
-
-        out.parent.mkdir(parents=True, exist_ok=True)
-        image_grid([("training", [reference]), ("samples 1-8", samples[:8]), ("samples 9-16", samples[8:16])],
-                   tile=160).save(out)
+    samples = _uint8_images(generate(model, list(range(n_samples))))
+    reference = _uint8_images(data.sharp[-1])[0]
+    _save_grid(out, [("training", [reference]), ("samples 1-8", samples[:8]), ("samples 9-16", samples[8:16])])
     return {"steps": state.step, "train_s": train_seconds, "swd": sliced_wasserstein(samples, reference),
             "ssim": mean_ssim(samples, reference)}
 
@@ -243,40 +245,29 @@ def _stride_quality(args: tuple) -> dict:
     """Sample one trained SinDDM checkpoint at several strides: the quality that fewer steps cost."""
     import torch
 
-    from sonosynth.generators.base import to_uint8
     from sonosynth.generators.sinddm.sampling import generate, load_trained_model, network_calls
 
     checkpoint, strides, n, out = args
     model = load_trained_model(checkpoint, torch.device("cpu"))
-    reference = to_uint8(_training_data(Path(model.parents[0]), model.config).sharp[-1].numpy())[0]
+    reference = _uint8_images(_training_data(Path(model.parents[0]), model.config).sharp[-1])[0]
     generate(model, [0], size=(48, 48))  # warm-up
     results, rows = {}, [("training", [reference])]
     for stride in strides:
         start = time.perf_counter()
-        samples = list(to_uint8(generate(model, list(range(n)), stride=stride).numpy()))
+        samples = _uint8_images(generate(model, list(range(n)), stride=stride))
         seconds = (time.perf_counter() - start) / n
         results[stride] = {"s_per_image": seconds, "calls": network_calls(model, stride),
                            "swd": sliced_wasserstein(samples, reference), "ssim": mean_ssim(samples, reference)}
         rows.append((f"stride {stride}", samples[:8]))
-    if out is not None:
-        from sonosynth.report.grid import image_grid
-
-        out.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(rows, tile=128).save(out)
+    _save_grid(out, rows)
     return results
 
 
 def _describe(switches: dict) -> str:
     crop = switches["crop_size"]
-    precision = switches["precision"]
-    if precision == "auto":
-        import torch
-
-        from sonosynth.generators.sinddm.training import resolve_precision
-
-        precision = resolve_precision(precision, torch.device("cpu"))
-    return " ".join([precision, "channels_last" if switches["channels_last"] else "",
-                     f"crop {crop}" if crop else "full image"]).replace("  ", " ")
+    words = [switches["precision"], "channels_last" if switches["channels_last"] else None,
+             f"crop {crop}" if crop else "full image"]
+    return " ".join(word for word in words if word)
 
 
 def main() -> None:

@@ -32,16 +32,26 @@ def cpu_supports_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def resolve_precision(precision: str, device: torch.device) -> Precision:
+    """'auto' -> bf16 where the hardware has fast bf16 (CUDA with bf16, AMX/AVX512-BF16 CPUs), else fp32."""
+    if precision != "auto":
+        return precision  # type: ignore[return-value]
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
     """The autocast context for a precision; fp32 is a no-op so the math stays exactly the baseline."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
+    if precision not in _AUTOCAST_DTYPES:
         # 'auto' reaching here once meant fp16 on the CPU, 10x slower than fp32: resolve it first.
         raise SonosynthError(f"precision {precision!r} is not one of fp32, bf16, fp16 (resolve 'auto' before "
                              "entering autocast).")
-    dtype = dtypes[precision]
     if device.type == "cpu" and precision == "fp16":
         raise SonosynthError("fp16 autocast is for GPUs; on the CPU use bf16 or fp32.")
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])

@@ -41,9 +41,8 @@ def load_resized(path, image_size: int) -> np.ndarray:
         raise InputDataError(f"{path}: cannot read this image ({exc}); fix or remove its manifest row.") from exc
     if array.shape != (image_size, image_size):
         array = np.array(Image.fromarray(array).resize((image_size, image_size), Image.Resampling.BILINEAR))
-    if not array.flags.writeable:  # a PIL-backed array: torch warns on (and must not share) read-only memory
-        array = array.copy()
-    return np.ascontiguousarray(array)
+    # a PIL-backed array is read-only: torch warns on (and must not share) read-only memory
+    return np.require(array, requirements=["C_CONTIGUOUS", "WRITEABLE"])
 
 
 class ManifestDataset(Dataset):

@@ -30,13 +30,13 @@ import torch
 from torch.nn import functional as F
 
 from sonosynth.checkpoint import load_checkpoint
-from sonosynth.device import autocast
+from sonosynth.device import autocast, resolve_precision
 from sonosynth.errors import SonosynthError
 from sonosynth.generators.sinddm.config import SinDDMConfig
 from sonosynth.generators.sinddm.diffusion import DiffusionTables
 from sonosynth.generators.sinddm.network import SinDDMDenoiser
 from sonosynth.generators.sinddm.schedule import sampling_timesteps
-from sonosynth.generators.sinddm.training import CHECKPOINT_NAME, GENERATOR_NAME, resolve_precision
+from sonosynth.generators.sinddm.training import CHECKPOINT_NAME, GENERATOR_NAME
 
 
 @dataclass(frozen=True)

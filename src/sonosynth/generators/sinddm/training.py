@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from sonosynth.atomic import atomic_path
 from sonosynth.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from sonosynth.device import autocast, cpu_supports_bf16
+from sonosynth.device import autocast, resolve_precision
 from sonosynth.errors import SonosynthError
 from sonosynth.generators.sinddm.config import RESUMABLE_CHANGES, SinDDMConfig
 from sonosynth.generators.sinddm.data import TrainingData
@@ -34,15 +34,6 @@ from sonosynth.progress import progress_columns, stderr_console
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSS_LOG_NAME = "loss.csv"
 GENERATOR_NAME = "sinddm"
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 where the hardware has fast bf16 (CUDA with bf16, AMX/AVX512-BF16 CPUs), else fp32."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_supports_bf16() else "fp32"
 
 
 def memory_format(config: SinDDMConfig) -> torch.memory_format:
@@ -138,6 +129,11 @@ def draw_batch(data: TrainingData, config: SinDDMConfig) -> Batch:
     else:
         scale = int(torch.multinomial(scale_probabilities(data, config), 1).item())
     image = int(torch.randint(data.n_images, (1,)).item()) if data.n_images > 1 else 0
+    return batch_at(data, config, scale, image)
+
+
+def batch_at(data: TrainingData, config: SinDDMConfig, scale: int, image: int) -> Batch:
+    """The batch for one chosen scale and image: crops where the scale exceeds crop_size, else copies."""
     sharp, blurry = data.sharp[scale][image], data.blurry[scale][image]
     crop = config.crop_size
     if crop is not None and max(sharp.shape[-2:]) > crop:
@@ -304,5 +300,5 @@ def _saved_step(path: Path) -> int:
     return int(load_checkpoint(path)["step"])
 
 
-__all__ = ["CHECKPOINT_NAME", "LOSS_LOG_NAME", "RECEPTIVE_RADIUS", "Batch", "TrainingState", "draw_batch", "new_state", "random_crops",
-           "resolve_precision", "train", "train_step", "training_loss", "update_ema"]
+__all__ = ["CHECKPOINT_NAME", "LOSS_LOG_NAME", "RECEPTIVE_RADIUS", "Batch", "TrainingState", "batch_at", "draw_batch", "new_state", "random_crops",
+           "train", "train_step", "training_loss", "update_ema"]
