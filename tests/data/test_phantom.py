@@ -10,7 +10,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sonosynth.data.phantom import CLASSES, PhantomFrame, simulate_dataset, simulate_patient
+from sonosynth.data.phantom import (
+    CLASSES,
+    PhantomFrame,
+    build_scene,
+    patient_seed_sequence,
+    simulate_dataset,
+    simulate_patient,
+)
 
 SIZE = 64
 
@@ -113,7 +120,7 @@ def test_frames_of_a_patient_vary_but_correlate_more_than_across_patients(datase
     assert np.mean(within) > np.mean(between) + 0.25
 
 
-def test_classes_are_separable_across_patients(dataset: list[PhantomFrame]) -> None:
+def test_classes_are_learnable_across_patients(dataset: list[PhantomFrame]) -> None:
     features = np.array([profile_features(f.image) for f in dataset])
     labels = np.array([f.label for f in dataset])
     patient_number = np.array([int(f.patient_id.rsplit("-", 1)[1]) for f in dataset])
@@ -121,7 +128,23 @@ def test_classes_are_separable_across_patients(dataset: list[PhantomFrame]) -> N
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     model.fit(features[train], labels[train])
     accuracy = model.score(features[~train], labels[~train])
-    assert accuracy > 0.8
+    assert accuracy > 0.6  # well above chance (1/3), though the classes now overlap (next test)
+
+
+def test_classes_overlap_as_real_ones_do() -> None:
+    def scenes(label: str) -> list:
+        return [build_scene(label, np.random.default_rng(patient_seed_sequence(4, label, i).spawn(2)[0]), 32)
+                for i in range(40)]
+
+    healthy, pneumonia, covid = scenes("healthy"), scenes("pneumonia"), scenes("covid")
+    healthy_with_blines = np.mean([s.blines.centers.size > 0 for s in healthy])
+    assert 0.1 < healthy_with_blines < 0.6  # some healthy lungs show a B-line or two, most none
+    assert max(s.blines.strengths.max(initial=0) for s in healthy) < min(s.blines.strengths.max() for s in covid) * 2
+    widths = [s.consolidation_width for s in pneumonia]
+    assert min(widths) > 0 and max(widths) > 2.5 * min(widths)  # mild pneumonias have small consolidations
+    assert 0.05 < np.mean([s.consolidation_width > 0 for s in covid]) < 0.5
+    assert all(s.consolidation_width == 0 for s in healthy)
+    assert np.ptp([s.imaging.gain_db for s in healthy + pneumonia + covid]) > 10
 
 
 def test_unknown_label_is_rejected_with_the_known_ones() -> None:

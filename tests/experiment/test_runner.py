@@ -111,12 +111,15 @@ def test_quality_metrics_flag_a_generator_that_copies_its_training_images(tmp_pa
     copier = {"name": "Copier", "kind": "noisy-copy", "preset": "smoke", "overrides": {"noise": 0.0},
               "samples_per_model": 3}
     spec = _spec(generators=[copier], split={"folds": 3, "minority": "pneumonia", "keep": [1.0]},
-                 quality={"enabled": True, "features": "classifier"})
+                 quality={"enabled": True, "features": "classifier", "preset": "smoke"})
     outcome = run_study(spec, tmp_path / "run", progress=False)
     quality = outcome.result.quality
     assert set(quality["generator"]) == {"Copier"} and len(quality) == 3
     assert (quality["copy_rate"] == 1.0).all()
     assert quality["ssim"].min() > 0.99
+    # The reader's real side: validation patients and unused training patients, never a copied one.
+    assert (quality["reader_real_images"] > 0).all() and quality["reader_auc"].between(0, 1).all()
+    assert quality["features_sha1"].notna().all()
     flags = pd.read_csv(tmp_path / "run" / "memorization_flags.csv")
     assert len(flags) == quality["images"].sum()
     html = outcome.report.html_path.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sonosynth.data.manifest import Manifest
@@ -123,3 +124,22 @@ def test_compare_regimes_pairs_fold_results_by_metric_name():
         compare_regimes(base, better[:2])
     with pytest.raises(ValueError, match="missing"):
         compare_regimes(base, better, metric="per_class.q.f1")
+
+
+# ----------------------------------------------------------------- classification accuracy score
+def test_cas_is_synthetic_only_over_real_on_the_same_fold_and_classifier():
+    from sonosynth.metrics.classification import classification_accuracy_score
+
+    def run(fold, regime, generator, accuracy, classifier="small_cnn"):
+        # Two rows per run (one per class), as the study's results.csv has them.
+        return [{"fold": fold, "keep": 0.25, "regime": regime, "generator": generator, "classifier": classifier,
+                 "seed": 0, "class": label, "balanced_accuracy": accuracy} for label in ("a", "b")]
+
+    rows = (run(0, "real", "", 0.8) + run(0, "synthetic-only", "SinGAN", 0.4) + run(0, "synthetic-only", "SinDDM", 0.6)
+            + run(1, "real", "", 0.5) + run(1, "synthetic-only", "SinDDM", 0.5)
+            + run(2, "synthetic-only", "SinDDM", 0.9)  # no real run on fold 2: no CAS there
+            + run(0, "real", "", 0.9, classifier="resnet18") + run(0, "real+synthetic", "SinDDM", 0.7))
+    cas = classification_accuracy_score(pd.DataFrame(rows))
+    assert list(zip(cas["generator"], cas["fold"], cas["cas"].round(6), strict=True)) == [
+        ("SinDDM", 0, 0.75), ("SinDDM", 1, 1.0), ("SinGAN", 0, 0.5)]
+    assert classification_accuracy_score(pd.DataFrame(run(0, "real", "", 0.8))).empty

@@ -11,6 +11,7 @@ import torch
 from scipy import linalg
 from skimage.metrics import structural_similarity
 
+from sonosynth.classify.features import ClassifierFeatures, feature_extractor
 from sonosynth.data.images import load_grayscale, save_png
 from sonosynth.data.manifest import Manifest, encode_parents
 from sonosynth.errors import SonosynthError
@@ -28,10 +29,12 @@ from sonosynth.metrics.quality import (
     ssim_batch,
     ssim_to_source,
 )
-from sonosynth.metrics.quality.features import ClassifierFeatures
 from sonosynth.metrics.quality.inception import InceptionFeatures, random_inception, torchvision_inception
+from sonosynth.metrics.quality.random_features import RandomConvFeatures
+from sonosynth.metrics.quality.reader import ReaderConfig
 
-SMALL = QualityConfig(audit_size=32, inception_size=75, kid_subsets=5, diversity_samples=4, batch_size=8)
+SMALL = QualityConfig(audit_size=32, inception_size=75, kid_subsets=5, diversity_samples=4, batch_size=8,
+                      reader=ReaderConfig(image_size=32, steps=40, widths=[8, 16], bootstrap=50))
 
 
 def _skimage_ssim(a, b):
@@ -174,6 +177,40 @@ def test_missing_or_wrong_inception_weights_are_clear_errors(tmp_path):
         create_extractor(inception_weights=garbage)
     with pytest.raises(SonosynthError, match="unknown --features"):
         create_extractor(features="resnet")
+    with pytest.raises(SonosynthError, match="not found"):
+        feature_extractor(f"classifier:{tmp_path / 'missing.pt'}")
+
+
+# ----------------------------------------------------------------------- the fixed feature space
+def test_random_cnn_is_the_same_function_every_time_and_says_which():
+    first, second = RandomConvFeatures(seed=0), create_extractor("random_cnn")
+    assert first.fingerprint == second.fingerprint and first.fingerprint in first.description
+    assert RandomConvFeatures(seed=1).fingerprint != first.fingerprint
+    images = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(first.pooled(images), second.pooled(images))
+    assert first.spatial(images).shape == (3, 64, 16, 16)
+    assert first.pooled(images).shape == (3, 32 + 64 + 128 + 128)
+
+
+def test_random_cnn_sifid_ranks_a_noised_copy_nearer_than_an_unrelated_texture():
+    rng = np.random.default_rng(2)
+    real = _structured((64, 64), rng)
+    noised = np.clip(real + 0.03 * rng.standard_normal(real.shape), 0, 1)
+    unrelated = rng.random((64, 64))
+    extractor = RandomConvFeatures()
+    assert sifid(extractor, real, real) == pytest.approx(0.0, abs=1e-6)
+    assert sifid(extractor, real, noised) < sifid(extractor, real, unrelated)
+
+
+def test_metrics_import_nothing_above_them():
+    import subprocess
+    import sys
+
+    code = ("import sys, sonosynth.metrics.quality, sonosynth.metrics.classification; "
+            "print(sorted(m for m in sys.modules if m.startswith(('sonosynth.classify', 'sonosynth.experiment', "
+            "'sonosynth.generators', 'sonosynth.report', 'sonosynth.commands'))))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"
 
 
 # ------------------------------------------------------------------------ synthetic set helpers
@@ -256,6 +293,10 @@ def test_evaluate_quality_on_classifier_features(phantom_manifest, tmp_path):
     assert per_image.loc["copy.png", "sifid"] == pytest.approx(0.0, abs=1e-3)
     assert per_image.loc["unrelated.png", "sifid"] > per_image.loc["noised.png", "sifid"]
     assert np.isfinite(row[["fid", "kid", "diversity_feature", "crops_diversity_ssim"]].astype(float)).all()
+    # The reader meets only the covid patients no sample came from (covid-002 and -003, 3 frames each).
+    assert row["reader_real_images"] == 6 and row["reader_synthetic_images"] == 6
+    assert 0.0 <= row["reader_auc_lo"] <= row["reader_auc"] <= row["reader_auc_hi"] <= 1.0
+    assert list(report.reader["label"]) == ["covid"]
 
 
 def test_quality_cli_with_a_classifier_checkpoint(phantom_manifest, tmp_path):
@@ -279,6 +320,8 @@ def test_quality_cli_with_a_classifier_checkpoint(phantom_manifest, tmp_path):
     memorization = pd.read_csv(out / "memorization.csv")
     assert set(memorization.loc[memorization["flagged"], "path"]) == {"copy.png", "noised.png"}
     assert (out / "most_copied.csv").is_file() and (out / "per_image.csv").is_file()
+    assert {"reader_auc", "reader_auc_lo", "reader_auc_hi", "reader_fake_detection"} <= set(table.columns)
+    assert "reader AUC" in (out / "quality.md").read_text()
 
 
 def test_real_rows_are_required(phantom_manifest, tmp_path):
@@ -286,3 +329,16 @@ def test_real_rows_are_required(phantom_manifest, tmp_path):
     real = Manifest.read(tmp_path / "real")
     with pytest.raises(SonosynthError, match="no synthetic rows"):
         evaluate_quality(real, real, ClassifierFeatures(_TinyClassifier()), SMALL)
+
+
+# ------------------------------------------------------------------------------------- patch SWD
+def test_patch_swd_is_zero_for_the_same_images_and_grows_with_the_difference():
+    from sonosynth.metrics.quality.swd import patch_swd
+
+    rng = np.random.default_rng(4)
+    real = [_structured((48, 48), rng) for _ in range(2)]
+    assert patch_swd(real, real) == pytest.approx(0.0, abs=1e-9)
+    slightly = [np.clip(r + 0.02 * rng.standard_normal(r.shape), 0, 1) for r in real]
+    noise = [rng.random((48, 48)) for _ in range(2)]
+    assert 0 < patch_swd(slightly, real) < patch_swd(noise, real)
+    assert np.isnan(patch_swd([np.zeros((4, 4))], real, levels=1))

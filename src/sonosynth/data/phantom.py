@@ -9,6 +9,12 @@ consolidation, effusion).  A frame is produced by
     -> envelope (analytic signal) -> depth gain -> log compression
     -> scan conversion to the Cartesian fan.
 
+Classes overlap as real ones do: each diseased patient draws a severity in [0.15, 1] that scales
+its signs (a mild pneumonia has a small, faint consolidation; a mild covid patient one or two B-lines
+and a nearly smooth pleura), some healthy patients show one or two faint B-lines (normal lungs may),
+some pneumonia patients B-lines and an irregular pleura, some covid patients a small subpleural
+consolidation, and gain, dynamic range and imaging depth vary widely between patients.
+
 The physics stays in polar coordinates because beams are straight lines there:
 shadows, B-lines and the depth-dependent lateral blur of a convex probe come
 for free, and every convolution is separable and cheap.  Depth ``d`` runs from
@@ -96,6 +102,8 @@ class Scene:
     base_speckle: np.ndarray
     display_blur: tuple[float, float]
     blines: BLines
+    severity: float  # 0 for healthy patients; scales the class signs of diseased ones
+    consolidation_width: float  # lateral half-width of a consolidation, in u units (0: none)
     imaging: ImagingSettings
     motion: MotionSettings
     scan: ScanConversion
@@ -362,9 +370,12 @@ def pleural_line(
     depth: np.ndarray,
     pleura: np.ndarray,
     n_depth: int,
-    irregular: bool,
+    irregularity: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pleural line; covid makes it wavy, thick and broken. Returns (diffuse, specular, depth used)."""
+    """Pleural line; irregularity in [0, 1] (covid's) makes it wavy, thick and broken.
+
+    Returns (diffuse, specular, depth used).
+    """
     n_angle = pleura.shape[0]
     shape = (n_depth, n_angle)
     diffuse = np.zeros(shape)
@@ -372,10 +383,11 @@ def pleural_line(
     line = pleura.copy()
     thickness_rows = rng.uniform(1.0, 1.8)
     continuity = np.ones(n_angle)
-    if irregular:
-        line = line + rng.uniform(0.004, 0.012) * smooth_profile(rng, n_angle, rng.uniform(2.0, 5.0))
-        thickness_rows *= rng.uniform(1.8, 3.2)
-        continuity = np.clip(0.7 + 0.6 * smooth_profile(rng, n_angle, rng.uniform(2.0, 4.0)), 0.12, 1.4)
+    if irregularity > 0:
+        line = line + irregularity * rng.uniform(0.004, 0.012) * smooth_profile(rng, n_angle, rng.uniform(2.0, 5.0))
+        thickness_rows *= 1.0 + irregularity * rng.uniform(0.8, 2.2)
+        broken = np.clip(0.7 + 0.6 * smooth_profile(rng, n_angle, rng.uniform(2.0, 4.0)), 0.12, 1.4)
+        continuity = 1.0 + irregularity * (broken - 1.0)
     strength = rng.uniform(2.5, 4.0) * continuity
     deposit_curve(specular, line * (n_depth - 1), strength)
     band = np.exp(-0.5 * ((depth - line) * (n_depth - 1) / thickness_rows) ** 2)
@@ -402,14 +414,30 @@ def a_lines(
     return diffuse, specular
 
 
-def draw_blines(rng: np.random.Generator, window: tuple[float, float]) -> BLines:
+def draw_blines(rng: np.random.Generator, window: tuple[float, float], count: int, strength: float = 1.0,
+                confluent: float = 0.3) -> BLines:
+    """`count` B-lines in the intercostal window; `confluent` is the share that widen into "white lung" bands."""
     lo, hi = window
-    count = int(rng.integers(2, 7))
     centers = np.sort(rng.uniform(lo + 0.04, hi - 0.04, size=count))
-    # Some B-lines coalesce into broad "white lung" bands.
-    widths = np.where(rng.uniform(size=count) < 0.3, rng.uniform(0.04, 0.08, count), rng.uniform(0.012, 0.03, count))
-    strengths = rng.uniform(1.4, 2.6, size=count)
+    widths = np.where(rng.uniform(size=count) < confluent, rng.uniform(0.04, 0.08, count),
+                      rng.uniform(0.012, 0.03, count))
+    strengths = strength * rng.uniform(1.4, 2.6, size=count)
     return BLines(centers=centers, widths=widths, strengths=strengths)
+
+
+NO_BLINES = BLines(np.zeros(0), np.zeros(0), np.zeros(0))
+
+
+def class_blines(label: str, rng: np.random.Generator, window: tuple[float, float], severity: float) -> BLines:
+    """Covid: 1-6 B-lines by severity; pneumonia: sometimes a few; healthy: sometimes one or two faint ones."""
+    if label == "covid":
+        count = int(np.clip(round(1 + severity * 5 + rng.normal(0, 0.7)), 1, 6))
+        return draw_blines(rng, window, count, strength=0.45 + 0.55 * severity)
+    if label == "pneumonia" and rng.uniform() < 0.45:
+        return draw_blines(rng, window, int(rng.integers(1, 4)), strength=rng.uniform(0.4, 0.9), confluent=0.15)
+    if label == "healthy" and rng.uniform() < 0.35:
+        return draw_blines(rng, window, int(rng.integers(1, 3)), strength=rng.uniform(0.3, 0.6), confluent=0.0)
+    return NO_BLINES
 
 
 def lung_haze(
@@ -457,10 +485,13 @@ def consolidation_layers(
     window: tuple[float, float],
     n_depth: int,
     with_effusion: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    size: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     """Subpleural consolidation (liver-like, with air bronchograms), optional effusion.
 
-    Returns (diffuse, specular, footprint, haze_keep): footprint is the lateral
+    `size` in (0, 1] scales its width, depth and contrast (a mild one is small and faint).
+
+    Returns (diffuse, specular, footprint, haze_keep, half-width in u): footprint is the lateral
     weight where aerated lung (and its A-lines) is replaced; haze_keep is 0
     inside the fluid/tissue region so the air haze does not overlay it.
     """
@@ -469,14 +500,14 @@ def consolidation_layers(
     u = lateral[0]
     lo, hi = window
     width = hi - lo
-    half_width = rng.uniform(0.35, 0.55) * width
+    half_width = rng.uniform(0.35, 0.55) * width * size
     center = rng.uniform(lo + half_width * 0.7, hi - half_width * 0.7)
     across = np.clip(np.abs(u - center) / half_width, 0.0, 1.0)
     dome = np.sqrt(1.0 - across**2)
 
     effusion_thickness = rng.uniform(0.06, 0.16) * dome if with_effusion else np.zeros(n_angle)
     top = line + effusion_thickness
-    extent = rng.uniform(0.3, 0.6)
+    extent = rng.uniform(0.3, 0.6) * size
     shred = 1.0 + 0.25 * smooth_profile(rng, n_angle, rng.uniform(2.0, 4.0))
     bottom = top + extent * dome * shred
 
@@ -487,7 +518,8 @@ def consolidation_layers(
     fluid_mask = soft_step(depth - line - 1.0 / n_depth, 0.7 / n_depth) * (1.0 - below_top) * footprint_2d
 
     parenchyma = smooth_field(rng, shape, (2.5 * n_depth / 256, 2.0))
-    level = rng.uniform(0.8, 1.3)
+    # A small consolidation is also a faint one: its echo is close to the aerated lung's haze.
+    level = rng.uniform(0.8, 1.3) * (0.45 + 0.55 * size)
     diffuse = tissue_mask * level * np.clip(1.0 + 0.4 * parenchyma, 0.15, None)
     specular = np.zeros(shape)
 
@@ -507,7 +539,7 @@ def consolidation_layers(
 
     haze_keep = 1.0 - np.clip(tissue_mask + fluid_mask, 0.0, 1.0)
     footprint = np.clip(dome * 3.0, 0.0, 1.0)
-    return diffuse, specular, footprint, haze_keep
+    return diffuse, specular, footprint, haze_keep, float(half_width)
 
 
 def depth_gain_curve(n_depth: int, net_attenuation_db: float) -> np.ndarray:
@@ -522,14 +554,14 @@ def build_scene(label: str, rng: np.random.Generator, size: int) -> Scene:
     scale = size / 128.0
     depth, lateral = polar_coordinates(n_depth, n_angle)
 
-    imaging_depth_cm = rng.uniform(9.0, 16.0)
+    imaging_depth_cm = rng.uniform(7.0, 18.0)
     pleural_cm = rng.uniform(1.6, 3.4)
     mean_pleura = float(np.clip(pleural_cm / imaging_depth_cm, 0.13, 0.32))
     half_angle = np.deg2rad(rng.uniform(30.0, 38.0))
     probe_radius = rng.uniform(0.35, 0.55)
     imaging = ImagingSettings(
-        gain_db=rng.uniform(-3.0, 3.0),
-        dynamic_range_db=rng.uniform(55.0, 66.0),
+        gain_db=rng.uniform(-8.0, 6.0),
+        dynamic_range_db=rng.uniform(50.0, 70.0),
         net_attenuation_db=rng.uniform(4.0, 12.0) * imaging_depth_cm / 12.0,
         noise_floor=rng.uniform(0.06, 0.12),
         speckle_memory=rng.uniform(0.78, 0.92),
@@ -548,16 +580,26 @@ def build_scene(label: str, rng: np.random.Generator, size: int) -> Scene:
 
     wall_diffuse, wall_specular = chest_wall(rng, depth, lateral, pleura, n_depth)
     rib_diffuse, rib_specular, transmission = rib_layers(ribs, rng, depth, lateral, pleura, n_depth)
-    pleura_diffuse, pleura_specular, line = pleural_line(rng, depth, pleura, n_depth, irregular=label == "covid")
+    severity = float(rng.uniform(0.15, 1.0)) if label != "healthy" else 0.0
+    irregularity = {"covid": 0.3 + 0.7 * severity,
+                    "pneumonia": rng.uniform(0.2, 0.6) if rng.uniform() < 0.35 else 0.0,
+                    "healthy": rng.uniform(0.1, 0.3) if rng.uniform() < 0.1 else 0.0}[label]
+    pleura_diffuse, pleura_specular, line = pleural_line(rng, depth, pleura, n_depth, irregularity)
 
     haze_level = rng.uniform(0.18, 0.35)
     haze = lung_haze(rng, depth, line, n_depth, haze_level)
     lung_diffuse = pleura_diffuse.copy()
     lung_specular = pleura_specular.copy()
     aline_footprint = np.ones(n_angle)
-    if label == "pneumonia":
-        cons_d, cons_s, footprint, haze_keep = consolidation_layers(
-            rng, depth, lateral, line, window, n_depth, with_effusion=rng.uniform() < 0.4
+    consolidation_width = 0.0
+    # Covid shows small subpleural consolidations too, so a consolidation alone does not decide the class.
+    consolidation = {"pneumonia": 0.3 + 0.7 * severity,
+                     "covid": rng.uniform(0.2, 0.4) if rng.uniform() < 0.25 else 0.0,
+                     "healthy": 0.0}[label]
+    if consolidation > 0:
+        cons_d, cons_s, footprint, haze_keep, consolidation_width = consolidation_layers(
+            rng, depth, lateral, line, window, n_depth,
+            with_effusion=label == "pneumonia" and rng.uniform() < 0.4 * severity + 0.1, size=consolidation,
         )
         lung_diffuse += cons_d
         lung_specular += cons_s
@@ -568,15 +610,15 @@ def build_scene(label: str, rng: np.random.Generator, size: int) -> Scene:
     lung_diffuse += haze
 
     aline_strength = {
-        "healthy": rng.uniform(0.7, 1.1),
-        "pneumonia": rng.uniform(0.1, 0.4),
-        "covid": rng.uniform(0.0, 0.15),
+        "healthy": rng.uniform(0.4, 1.1),
+        "pneumonia": rng.uniform(0.15, 0.7) * (1.2 - 0.8 * severity),
+        "covid": rng.uniform(0.0, 0.5) * (1.0 - severity),
     }[label]
     aline_diffuse, aline_specular = a_lines(rng, depth, pleura, n_depth, aline_strength)
     aline_diffuse *= aline_footprint
     aline_specular *= aline_footprint
 
-    blines = draw_blines(rng, window) if label == "covid" else BLines(np.zeros(0), np.zeros(0), np.zeros(0))
+    blines = class_blines(label, rng, window, severity)
     gain = depth_gain_curve(n_depth, imaging.net_attenuation_db)
     below_pleura = soft_step(depth - line - 1.0 / n_depth, 1.0 / n_depth)
     # B-lines are "laser-like": they do not fade with depth, so undo most of the attenuation.
@@ -600,6 +642,8 @@ def build_scene(label: str, rng: np.random.Generator, size: int) -> Scene:
         base_speckle=rng.standard_normal((n_depth, n_angle)),
         display_blur=(1.0 * scale, 0.6 * scale),
         blines=blines,
+        severity=severity,
+        consolidation_width=consolidation_width,
         imaging=imaging,
         motion=motion,
         scan=scan,

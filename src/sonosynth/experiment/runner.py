@@ -252,14 +252,16 @@ class StudyRunner:
                    (condition.regime, classifier, seed, data.train, data.validation, synthetic, stop,
                     self.spec.device, False), f"classify {condition.label} {classifier.model}")
 
-    def _quality_job(self, generator: GeneratorSpec, synthetic: Manifest, train: Manifest,
+    def _quality_job(self, generator: GeneratorSpec, synthetic: Manifest, data: FoldData,
                      reference: Job | None) -> Job:
         reference_dir = self.cache.unit_dir("classify", self.cache.key("classify", reference.payload)) if reference else None
-        payload = {"synthetic": self.cache.hasher.manifest(synthetic), "real": self.cache.hasher.manifest(train),
+        payload = {"synthetic": self.cache.hasher.manifest(synthetic), "real": self.cache.hasher.manifest(data.train),
+                   "held_out": self.cache.hasher.manifest(data.validation),
                    "quality": self.spec.quality.model_dump(mode="json"),
                    "reference": reference_dir.name if reference_dir else None}
         return Job("quality", payload, units.quality_unit,
-                   (synthetic, train, self.spec.quality, reference_dir, self.spec.device), f"quality {generator.name}")
+                   (synthetic, data.train, self.spec.quality, reference_dir, self.spec.device, data.validation),
+                   f"quality {generator.name}")
 
     # -- the grid
     def run(self) -> StudyResult:
@@ -332,7 +334,7 @@ class StudyRunner:
                 for generator in self.spec.generators:
                     if (fold, keep, generator.name) in synthetic_sets:
                         quality_jobs[(fold, keep, generator.name)] = self._quality_job(
-                            generator, synthetic_sets[(fold, keep, generator.name)], data.train,
+                            generator, synthetic_sets[(fold, keep, generator.name)], data,
                             references.get((fold, keep)))
             self.executor.run(list(quality_jobs.values()))
             for (fold, keep, name), job in quality_jobs.items():

@@ -52,19 +52,30 @@ def classify_unit(regime: str, classifier: ClassifierSpec, seed: int, train: Man
 
 
 def quality_unit(synthetic: Manifest, real: Manifest, quality: QualitySpec, classifier_dir: Path | None,
-                 device: str, folder: Path) -> None:
-    """Image-quality and memorization metrics of one synthetic set against the fold's real training images."""
+                 device: str, held_out: Manifest | None, folder: Path) -> None:
+    """Image-quality, memorization and automatic-reader metrics of one synthetic set.
+
+    `real` is the fold's training side; the reader's real images are `held_out` (the validation fold)
+    plus the training patients no synthetic image came from.
+    """
+    from sonosynth.classify.features import feature_extractor
+    from sonosynth.data.manifest import concat
     from sonosynth.device import resolve_device
-    from sonosynth.metrics.quality.config import QualityConfig
+    from sonosynth.metrics.quality.config import load_quality_config
     from sonosynth.metrics.quality.evaluate import evaluate_quality
-    from sonosynth.metrics.quality.features import create_extractor
 
     device = resolve_device(device)
     if quality.features == "classifier":
-        extractor = create_extractor(f"classifier:{classifier_dir / 'model.pt'}", device=device)
+        extractor = feature_extractor(f"classifier:{classifier_dir / 'model.pt'}", device=device)
     else:
-        extractor = create_extractor("inception", inception_weights=quality.inception_weights, device=device)
-    report = evaluate_quality(synthetic, real, extractor, QualityConfig(threshold=quality.threshold))
-    report.table.assign(features=report.features).to_csv(folder / "quality.csv", index=False)
+        extractor = feature_extractor(quality.features, inception_weights=quality.inception_weights, device=device)
+    reader_real = concat([real, held_out], real.root) if held_out is not None else real
+    report = evaluate_quality(synthetic, real, extractor,
+                              load_quality_config(quality.preset, {"threshold": quality.threshold,
+                                                                   "reader_enabled": quality.reader}),
+                              reader_real=reader_real)
+    report.table.assign(features=report.features, features_sha1=report.features_sha1).to_csv(
+        folder / "quality.csv", index=False)
     report.memorization.to_csv(folder / "memorization.csv", index=False)
     report.most_copied.to_csv(folder / "most_copied.csv", index=False)
+    report.reader.to_csv(folder / "reader.csv", index=False)

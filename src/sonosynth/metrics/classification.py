@@ -206,3 +206,36 @@ def compare_regimes(a: Sequence[ClassificationReport | Mapping[str, Any]],
         return [f[metric] for f in flat]
 
     return paired_comparison(values(a), values(b), **options)
+
+
+# ----------------------------------------------------------------- classification accuracy score
+CAS_KEYS = ("fold", "keep", "classifier", "seed")
+
+
+def classification_accuracy_score(results: pd.DataFrame, synthetic_regime: str = "synthetic-only",
+                                  real_regime: str = "real") -> pd.DataFrame:
+    """CAS (Ravuri & Vinyals 2019): balanced accuracy of a classifier trained on synthetic images only,
+    over that of the same classifier trained on real images only, both scored on the same real fold.
+
+        CAS = BA(synthetic-only [generator], fold, keep, classifier, seed) / BA(real, fold, keep, classifier, seed)
+
+    `results` is the study's results table (one row per class and run, or one per run), with columns
+    fold, keep, regime, generator, classifier, seed, balanced_accuracy. Only pairs where both regimes
+    ran are used. One row per (generator, fold, keep, classifier, seed) with both accuracies and `cas`;
+    empty when no pair exists. Deliberate difference: the paper reports top-1 accuracy on ImageNet's
+    balanced classes; a minority-class study needs balanced accuracy for the ratio to mean anything.
+    1.0 means the synthetic images alone teach the classifier as much as the real ones.
+    """
+    columns = ["generator", *CAS_KEYS, "synthetic_balanced_accuracy", "real_balanced_accuracy", "cas"]
+    needed = {"regime", "generator", "balanced_accuracy", *CAS_KEYS}
+    if results.empty or not needed <= set(results.columns):
+        return pd.DataFrame(columns=columns)
+    runs = results.drop_duplicates([*CAS_KEYS, "regime", "generator"])
+    synthetic = runs[runs["regime"] == synthetic_regime][["generator", *CAS_KEYS, "balanced_accuracy"]]
+    real = runs[runs["regime"] == real_regime][[*CAS_KEYS, "balanced_accuracy"]]
+    paired = synthetic.merge(real, on=list(CAS_KEYS), suffixes=("_synthetic", "_real"))
+    paired = paired.rename(columns={"balanced_accuracy_synthetic": "synthetic_balanced_accuracy",
+                                    "balanced_accuracy_real": "real_balanced_accuracy"})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        paired["cas"] = paired["synthetic_balanced_accuracy"] / paired["real_balanced_accuracy"]
+    return paired[columns].sort_values(["generator", *CAS_KEYS]).reset_index(drop=True)

@@ -22,6 +22,7 @@ from sonosynth.report import figures
 from sonosynth.report.grid import image_grid
 from sonosynth.report.tables import (
     accuracy_table,
+    cas_table,
     confusion_sum,
     fraction_table,
     paired_table,
@@ -91,7 +92,8 @@ def _sample_grids(run_dir: Path, keep: float) -> Section:
 
 
 TABLE2_COLUMNS = (("sifid", "SIFID ↓"), ("ssim", "SSIM"), ("fid", "FID ↓"), ("kid", "KID ↓"),
-                  ("copy_rate", "copy rate ↓"), ("diversity_ssim", "diversity 1-SSIM"))
+                  ("copy_rate", "copy rate ↓"), ("diversity_ssim", "diversity 1-SSIM"),
+                  ("reader_auc", "reader AUC ↓"), ("reader_fake_detection", "fakes detected ↓"))
 
 
 def table2(quality: pd.DataFrame) -> pd.DataFrame:
@@ -102,7 +104,9 @@ def table2(quality: pd.DataFrame) -> pd.DataFrame:
                                   "images": int(part["images"].sum()) if "images" in part else pd.NA}
         for column, label in TABLE2_COLUMNS:
             if column in part:
-                values = part[column].astype(float)
+                values = part[column].astype(float).dropna()
+                if values.empty:
+                    continue
                 row[label] = (f"{values.mean():.3g} ± {values.std(ddof=1):.2g}" if len(values) > 1
                               else f"{values.mean():.3g}")
         rows.append(row)
@@ -119,7 +123,9 @@ def _quality_section(quality: pd.DataFrame, flags: pd.DataFrame, threshold: floa
     features = ", ".join(sorted(set(names)))
     explanation = (f"SSIM is to each sample's own training image; SIFID/FID/KID in the feature space of "
                    f"{features or 'n/a'}; copy rate is the share of samples whose nearest real training image "
-                   f"has NCC > {threshold:g}.")
+                   f"has NCC > {threshold:g}. The reader AUC is the automatic reader's (a CNN trained to tell the "
+                   "samples from real images of patients the generator never saw; 0.5 = indistinguishable), "
+                   "'fakes detected' its share of samples called synthetic, beside Table 4's human rate.")
     sections = [
         _table_section("Image quality (Table 2 style; mean ± std over folds)", table2(quality), explanation),
         _table_section("All image-quality and memorization metrics (mean over folds)", summary,
@@ -171,6 +177,12 @@ def build_sections(run_dir: Path) -> tuple[list[Section], pd.DataFrame, str]:
             "mean diff > 0 favours the condition. The bootstrap CI resamples folds; with 5 folds the smallest "
             "possible two-sided Wilcoxon p is 0.0625, so read the CI and the per-fold consistency, not p alone.",
         ))
+    cas = cas_table(results)
+    if not cas.empty:
+        sections.append(_table_section(
+            "Classification accuracy score (CAS: synthetic-only over real-only balanced accuracy)", cas,
+            "Ravuri & Vinyals 2019: the same classifier and fold trained on synthetic images only, over real only; "
+            "1.0 means the synthetic images teach as much as the real ones. Mean ± std over folds."))
     if len(keeps) > 1:
         curve = fraction_table(results, classifiers[0])
         section = _table_section(f"Balanced accuracy vs % of {minority or 'minority'} patients kept ({classifiers[0]})",

@@ -1,5 +1,5 @@
 """Study tables from `results.csv`: the lung study's Table 3, the fetal study's accuracy table,
-balanced accuracy per minority fraction, and paired comparisons against the baseline.
+balanced accuracy per minority fraction, paired comparisons against the baseline, and CAS.
 
 Seeds are averaged within a fold first, so the spread reported is the spread over folds.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sonosynth.metrics.classification import paired_comparison
+from sonosynth.metrics.classification import classification_accuracy_score, paired_comparison
 
 METRIC_NAMES = {"precision": "Prec.", "recall": "Rec.", "f1": "F1"}
 
@@ -21,6 +21,17 @@ def mean_std(values: pd.Series) -> str:
     if len(values) == 1:
         return f"{values.iloc[0]:.3f}"
     return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
+def cas_table(results: pd.DataFrame) -> pd.DataFrame:
+    """CAS per generator, fraction and classifier: mean ± std over folds (and seeds)."""
+    pairs = classification_accuracy_score(results)
+    rows = [{"generator": generator, "keep": keep, "classifier": classifier, "folds": part["fold"].nunique(),
+             "CAS": mean_std(part["cas"]),
+             "synthetic-only BA": mean_std(part["synthetic_balanced_accuracy"]),
+             "real BA": mean_std(part["real_balanced_accuracy"])}
+            for (generator, keep, classifier), part in pairs.groupby(["generator", "keep", "classifier"], sort=True)]
+    return pd.DataFrame(rows)
 
 
 def per_fold(results: pd.DataFrame) -> pd.DataFrame:

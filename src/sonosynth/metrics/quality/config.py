@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from sonosynth.config import StrictModel
+from sonosynth.metrics.quality.reader import ReaderConfig
 
 
 class QualityConfig(StrictModel):
@@ -21,6 +22,8 @@ class QualityConfig(StrictModel):
     top_copied: int = Field(20, ge=1, description="rows in the most-copied training images table")
     batch_size: int = Field(16, ge=1, description="images per feature-extractor batch")
     seed: int = Field(0, description="seed for KID subsets, diversity draws and reference crops")
+    reader_enabled: bool = Field(True, description="run the automatic reader (classifier two-sample test)")
+    reader: ReaderConfig = ReaderConfig()
 
 
 def load_quality_config(preset: str = "cpu", overrides: dict | None = None) -> QualityConfig:

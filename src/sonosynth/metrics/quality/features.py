@@ -1,7 +1,9 @@
 """Feature extractors behind one small interface, and batched feature computation.
 
-Two feature spaces are offered: ImageNet Inception-v3 (the numbers other papers report) and a sonosynth
-classifier (`classifier:CKPT`), whose features know what lung ultrasound looks like and need no download.
+The metrics receive an extractor and never build one from anything above `metrics`. Offered here: the
+fixed random CNN (`random_cnn`, the study default; why in `random_features.py`) and ImageNet
+Inception-v3 (`inception`, the numbers other papers report). A sonosynth classifier's features
+(`classifier:CKPT`) come from `sonosynth.classify.features`, which also dispatches all three.
 """
 
 from __future__ import annotations
@@ -12,17 +14,21 @@ from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sonosynth.errors import SonosynthError
+from sonosynth.hashing import file_sha1
 from sonosynth.metrics.quality.images import resize, to_batch
+from sonosynth.metrics.quality.random_features import RandomConvFeatures
 from sonosynth.progress import track
+
+RANDOM_CNN = "random_cnn"
 
 
 class FeatureExtractor(Protocol):
     """Images are float (N, 1, H, W) in [0, 1]; the extractor adapts channels and normalises itself."""
 
     description: str
+    fingerprint: str  # hash identifying the weights (recorded in every quality row); "" if unknown
     pooled_size: int  # the side images are resized to before `pooled`
 
     def spatial(self, images: torch.Tensor) -> torch.Tensor:
@@ -34,74 +40,28 @@ class FeatureExtractor(Protocol):
         ...
 
 
-class ClassifierFeatures:
-    """The FeatureExtractor over a sonosynth classifier (its `feature_map` and `embed`)."""
-
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", description: str = "classifier"):
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.pooled_size = int(model.image_size)
-        self.description = description
-
-    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, torch.float32)
-        if images.shape[-2:] != (self.pooled_size, self.pooled_size):
-            # The classifier learned at its own input size; features at another scale would not be comparable.
-            images = F.interpolate(images, size=(self.pooled_size, self.pooled_size), mode="bilinear",
-                                   align_corners=False, antialias=True)
-        channels = int(self.model.in_channels)
-        if images.shape[1] != channels:
-            if channels == 3 and images.shape[1] == 1:
-                images = images.expand(-1, 3, -1, -1)
-            elif channels == 1:
-                images = images.mean(dim=1, keepdim=True)
-            else:
-                raise SonosynthError(f"the classifier expects {channels} input channels; images have {images.shape[1]}.")
-        return images
-
-    @torch.no_grad()
-    def spatial(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.feature_map(self._prepare(images))
-
-    @torch.no_grad()
-    def pooled(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(self._prepare(images))
-
-
-def classifier_features(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> ClassifierFeatures:
-    try:
-        from sonosynth.classify import load_classifier
-    except ImportError as exc:
-        raise SonosynthError(f"--features classifier:CKPT needs sonosynth.classify, which is not available ({exc}).") \
-            from exc
-    checkpoint = Path(checkpoint)
-    if not checkpoint.exists():
-        raise SonosynthError(f"{checkpoint}: classifier checkpoint not found (--features classifier:CKPT).")
-    model, _classes = load_classifier(checkpoint)
-    name = getattr(model, "name", type(model).__name__)
-    return ClassifierFeatures(model, device, description=f"classifier {name} ({checkpoint})")
-
-
 def create_extractor(features: str | None = None, inception_weights: str | os.PathLike | None = None,
                      device: str | torch.device = "cpu", inception_size: int = 299,
                      allow_download: bool = True) -> FeatureExtractor:
-    """`features`: None or "inception" (ImageNet Inception-v3), or "classifier:CKPT"."""
+    """`features`: "random_cnn" (the fixed random CNN, seed 0), or None / "inception" (ImageNet Inception-v3)."""
     from sonosynth.metrics.quality import inception
 
-    if features is not None and features.startswith("classifier:"):
+    if features == RANDOM_CNN:
         if inception_weights is not None:
-            raise SonosynthError("give either --inception-weights or --features classifier:CKPT, not both.")
-        return classifier_features(features.split(":", 1)[1], device)
+            raise SonosynthError("--inception-weights is for --features inception, not random_cnn.")
+        return RandomConvFeatures(device=device)
     if features not in (None, "inception"):
-        raise SonosynthError(f"unknown --features {features!r}; use 'inception' or 'classifier:PATH/TO/CHECKPOINT'.")
+        raise SonosynthError(f"unknown --features {features!r}; use 'random_cnn', 'inception' or "
+                             "'classifier:PATH/TO/CHECKPOINT'.")
     if inception_weights is not None:
         path = Path(inception_weights)
         net = inception.inception_from_state_dict(inception.read_inception_state_dict(path), str(path))
-        description = f"Inception-v3 ({path.name})"
+        description, fingerprint = f"Inception-v3 ({path.name})", file_sha1(path)[:12]
     else:
         net = inception.torchvision_inception(allow_download=allow_download)
-        description = "Inception-v3 (torchvision IMAGENET1K_V1)"
-    return inception.InceptionFeatures(net, pooled_size=inception_size, device=device, description=description)
+        description, fingerprint = "Inception-v3 (torchvision IMAGENET1K_V1)", "IMAGENET1K_V1"
+    return inception.InceptionFeatures(net, pooled_size=inception_size, device=device, description=description,
+                                       fingerprint=fingerprint)
 
 
 def pooled_features(extractor: FeatureExtractor, images: list[np.ndarray], batch_size: int = 16,

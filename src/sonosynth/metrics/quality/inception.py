@@ -95,10 +95,11 @@ class InceptionFeatures:
     """The FeatureExtractor over an Inception-v3 network."""
 
     def __init__(self, net: nn.Module, pooled_size: int = 299, device: str | torch.device = "cpu",
-                 description: str = "Inception-v3") -> None:
+                 description: str = "Inception-v3", fingerprint: str = "") -> None:
         self.device = torch.device(device)
         self.pooled_size = pooled_size
         self.description = description
+        self.fingerprint = fingerprint
         self.stem = nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, net.maxpool1,
                                   net.Conv2d_3b_1x1, net.Conv2d_4a_3x3).to(self.device).eval()
         self.rest = nn.Sequential(net.maxpool2, net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a,

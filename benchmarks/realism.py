@@ -1,0 +1,195 @@
+"""Realism of each generator at the presets a study config uses, on fixed real POCUS images.
+
+For every generator of the study config (default `configs/lung-cpu.yaml`: SinGAN, SinDDM, FewDDM at
+the settings that study trains them with), on the same real images:
+
+- training images: the first `--images` pneumonia still images (by file name) for per-image models,
+  the first `--fold-images` for a per-fold model (FewDDM learns from several images at once);
+- `samples_per_model` samples of each model (the config's number);
+- the metrics of the study's quality unit (`evaluate_quality`, fixed random-CNN feature space):
+  automatic-reader ROC AUC with its cluster-bootstrap CI and fake-detection rate (real side: every
+  pneumonia frame of the patients no generator saw, grouped by patient), SIFID and SSIM to each
+  sample's source, plus patch SWD of each model's samples against its training images;
+- wall time of fitting and sampling, and one grid PNG per generator and class (training images on
+  the first row, samples below), written to `--out`.
+
+The data and everything derived from it stay in `--out`, which must be outside the repository.
+When the POCUS folder is absent the benchmark says so and exits (status 0): nothing to measure.
+
+Run (under the team's CPU lock; `--quick` trains 1/30 of the steps on one image, about 2 minutes):
+    flock /tmp/sonosynth-cpu.lock python benchmarks/realism.py --out /tmp/realism [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "pocus"
+if not DEFAULT_DATA.is_dir():  # a worktree sits one level deeper than the main checkout
+    DEFAULT_DATA = Path("/work/shared/data/pocus")
+LABEL = "pneumonia"
+# --quick: the same presets with about 1/30 of the training, so the whole pipeline runs in minutes.
+QUICK_OVERRIDES = {
+    "singan": {"iterations": 4, "lr_drop_at": 3, "checkpoint_every": 2},
+    "sinddm": {"train_steps": 40, "lr_milestones": [30], "ema_start": 20, "checkpoint_every": 20},
+}
+GRID_SAMPLES = 16
+
+log = logging.getLogger("realism")
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="output folder, outside the repository")
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "lung-cpu.yaml")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the POCUS folder")
+    parser.add_argument("--images", type=int, default=None,
+                        help="training images of per-image generators (default: the config's max_models, else 2)")
+    parser.add_argument("--fold-images", type=int, default=6, help="training images of a per-fold generator")
+    parser.add_argument("--generators", nargs="*", default=None, help="only these generator names of the config")
+    parser.add_argument("--quick", action="store_true", help="1/30 of the training, 8 samples, one image")
+    parser.add_argument("--device", default="cpu")
+    return parser.parse_args()
+
+
+def _real_data(data: Path, out: Path, options: dict):
+    from sonosynth.data.pocus import PocusIngestOptions, ingest_pocus
+
+    manifest, _ = ingest_pocus(data, out / "data", PocusIngestOptions(**{**options, "classes": [LABEL]}),
+                               progress=False)
+    return manifest
+
+
+def _stills(manifest):
+    """One row per pneumonia still image, ordered by file name: the fixed training images."""
+    from sonosynth.data.images import IMAGE_SUFFIXES
+
+    table = manifest.table
+    is_still = table["source"].fillna("").str.lower().str.endswith(IMAGE_SUFFIXES)
+    order = table[is_still].sort_values("source").index
+    return [manifest.where(manifest.table.index == i) for i in order]
+
+
+def _config(generator, quick: bool):
+    from sonosynth.config import load_config
+    from sonosynth.generators.base import create_generator
+
+    implementation = create_generator(generator.kind)
+    overrides = {**generator.overrides, **(QUICK_OVERRIDES.get(generator.kind, {}) if quick else {})}
+    return implementation, load_config(implementation.config_type, implementation.presets, generator.preset, overrides)
+
+
+def _run_generator(generator, groups, samples: int, folder: Path, device: str, quick: bool):
+    """Fit one model per group and sample from each; returns the joined SyntheticSet and the seconds spent."""
+    from sonosynth.data.manifest import concat
+
+    implementation, config = _config(generator, quick)
+    sets, fit_seconds, sample_seconds = [], 0.0, 0.0
+    for index, group in enumerate(groups):
+        model = folder / f"model-{index}"
+        started = time.perf_counter()
+        checkpoint = implementation.fit(group, model / "checkpoint", config, device=device, resume=False,
+                                        progress=False)
+        fit_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        sets.append(implementation.sample(checkpoint, samples, model / "samples", label=LABEL, seed=0, device=device,
+                                          progress=False, **generator.sample_settings))
+        sample_seconds += time.perf_counter() - started
+    return concat(sets, folder), fit_seconds, sample_seconds
+
+
+def _patch_swd_per_model(synthetic, store) -> float:
+    from sonosynth.metrics.quality.swd import patch_swd
+
+    table, paths, parents = synthetic.table, synthetic.absolute_paths(), synthetic.parent_paths()
+    values = []
+    for index in table.groupby(table["checkpoint"].astype(str)).indices.values():
+        sources = list(dict.fromkeys(p for i in index for p in parents[i]))
+        values.append(patch_swd(store.get_many([paths[i] for i in index]), store.get_many(sources)))
+    return float(np.nanmean(values))
+
+
+def _grid(path: Path, name: str, training, synthetic, store) -> None:
+    from sonosynth.report.grid import image_grid
+
+    def as_uint8(images):
+        return [np.clip(np.rint(i * 255), 0, 255).astype(np.uint8) for i in images]
+
+    real = as_uint8(store.get_many(training.absolute_paths()[:8]))
+    fakes = as_uint8(store.get_many(synthetic.absolute_paths()[:GRID_SAMPLES]))
+    rows = [("real (training)", real)] + [(f"{name} {i + 1}-{i + 8}", fakes[i:i + 8]) for i in range(0, len(fakes), 8)]
+    image_grid(rows, tile=128).save(path)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _arguments()
+    out = args.out.resolve()
+    if out.is_relative_to(REPO):
+        raise SystemExit(f"--out {out} is inside the repository; real data and its derivatives must stay outside it.")
+    if not (args.data / "dataset_metadata.csv").is_file():
+        print(f"skipped: the POCUS data is not at {args.data} (pass --data); nothing to measure.")
+        return
+
+    from sonosynth.data.manifest import concat
+    from sonosynth.experiment.spec import load_spec
+    from sonosynth.metrics.quality import evaluate_quality, load_quality_config
+    from sonosynth.metrics.quality.features import RANDOM_CNN, create_extractor
+    from sonosynth.metrics.quality.images import ImageStore
+
+    spec = load_spec(args.config)
+    generators = [g for g in spec.generators if args.generators is None or g.name in args.generators]
+    if not generators or spec.data.pocus is None:
+        raise SystemExit(f"{args.config}: no POCUS data section or no generator named {args.generators}.")
+    manifest = _real_data(args.data, out, spec.data.pocus.options)
+    stills = _stills(manifest)
+    per_image = 1 if args.quick else (args.images or max((g.max_models or 0) for g in generators) or 2)
+    fold_images = 2 if args.quick else args.fold_images
+    if len(stills) < max(per_image, fold_images) + 1:
+        raise SystemExit(f"only {len(stills)} pneumonia still images under {args.data}; lower --images/--fold-images.")
+    quality = load_quality_config("smoke" if args.quick else "cpu")
+    extractor = create_extractor(RANDOM_CNN, device=args.device)
+    store = ImageStore()
+    rows = []
+    for generator in generators:
+        if generator.models == "per_image":
+            groups = stills[:per_image]
+        else:
+            groups = [concat(stills[:fold_images], out / "data")]
+        training = concat(groups, out / "data")
+        folder = out / "runs" / generator.name
+        shutil.rmtree(folder, ignore_errors=True)
+        samples = 8 if args.quick else generator.samples_per_model
+        print(f"{generator.name}: {len(groups)} model(s) on {len(training)} image(s), {samples} samples each",
+              flush=True)
+        synthetic, fit_s, sample_s = _run_generator(generator, groups, samples, folder, args.device, args.quick)
+        report = evaluate_quality(synthetic, training, extractor, quality, reader_real=manifest)
+        row = report.table.iloc[0]
+        rows.append({
+            "generator": generator.name, "preset": generator.preset, "models": len(groups), "samples": len(synthetic),
+            "reader_auc": row["reader_auc"], "reader_auc_lo": row["reader_auc_lo"],
+            "reader_auc_hi": row["reader_auc_hi"], "reader_fake_detection": row["reader_fake_detection"],
+            "reader_real_images": row["reader_real_images"], "sifid": row["sifid"], "ssim": row["ssim"],
+            "patch_swd": _patch_swd_per_model(synthetic, store), "fit_s": fit_s, "sample_s": sample_s,
+        })
+        _grid(out / f"grid-{generator.name}-{LABEL}.png", generator.name, training, synthetic, store)
+        print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "realism.csv", index=False)
+    print(f"\nrealism on POCUS {LABEL} ({'quick' if args.quick else 'full'}; features {extractor.description}); "
+          f"reader real side: {int(table['reader_real_images'].iloc[0])} frames of unseen patients")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"grids and tables in {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
