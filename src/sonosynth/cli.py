@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sonosynth import __version__
 from sonosynth.console import console, print_table
 from sonosynth.errors import SonosynthError
+from sonosynth.logs import configure as configure_logging
 
 app = typer.Typer(
     help="sonosynth: train small generative models on few ultrasound images, synthesize the classes you lack, "
@@ -28,6 +29,25 @@ app.add_typer(train_app, name="train")
 generate_app = typer.Typer(help="Sample a trained generator into a SyntheticSet (PNGs + manifest.csv).",
                            no_args_is_help=True)
 app.add_typer(generate_app, name="generate")
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"sonosynth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="more detail (debug messages); accepted after any command too")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only warnings and errors, no progress bars")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Options for every command: -v / -q set how much is logged (on a terminal with colours and bars,
+    otherwise as plain timestamped lines)."""
+    configure_logging(-1 if quiet else verbose)
+
 
 # Each area adds its commands from its own module (sonosynth/commands/<area>.py, a `register` function),
 # so the CLI stays thin and areas do not edit one shared file.
@@ -182,13 +202,56 @@ def version_command() -> None:
     console.print(__version__)
 
 
+@app.command("status")
+def status_command(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a run folder of `sonosynth run`")],
+) -> None:
+    """What a study run has done, is doing and has left, with its latest numbers (running or finished)."""
+    from sonosynth.progress import format_duration
+    from sonosynth.status import read_status
+
+    status = read_status(run_dir)
+    total = status.total if status.total is not None else "?"
+    line = f"{run_dir}: {status.state}, {status.done}/{total} units done"
+    if status.left is not None and status.state != "finished":
+        line += f", {status.left} left"
+    if status.eta_seconds is not None:
+        line += f", ETA {format_duration(status.eta_seconds, coarse=True)}"
+    console.print(line)
+    for entry in status.running:
+        import time
+
+        since = format_duration(time.time() - float(entry.get("since", time.time())))
+        console.print(f"  running: {entry['description']} (for {since}) {entry.get('progress', '')}".rstrip())
+    if not status.units.empty:
+        print_table(status.units, title="units in the cache")
+    if not status.latest.empty:
+        print_table(status.latest, title="latest classifier runs (real validation fold)")
+    for note in status.notes:
+        console.print(f"note: {note}")
+    if status.results:
+        console.print(f"results: {run_dir / 'results.csv'}; report: {run_dir / 'report.html'}")
+
+
 _register_command_modules()
+
+
+GLOBAL_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")
+
+
+def global_flags_first(args: list[str]) -> list[str]:
+    """-v / -q may follow any command (`sonosynth run spec.yaml -v`); move them before it, where typer reads them."""
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
+    rest = [a for a in args[:end] if a not in GLOBAL_FLAGS]
+    return flags + rest + args[end:]
 
 
 def main() -> None:
     """Console entry point: user errors become one clear line and exit code 2, never a traceback."""
+    configure_logging(0)
     try:
-        app()
+        app(args=global_flags_first(sys.argv[1:]), prog_name="sonosynth")
     except SonosynthError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)

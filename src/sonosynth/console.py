@@ -1,4 +1,8 @@
-"""Printing tables and messages for the CLI; library code returns data, this shows it."""
+"""Printing tables and results for the CLI on stdout; library code returns data, this shows it.
+
+Messages and progress go through `logging` (see `sonosynth.logs`); this module prints results. While a
+study runs, `mirrors` holds a console writing into its `run.log`, so the log keeps the tables too.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,15 @@ from rich.table import Table
 
 # Piped output (logs, CI) would otherwise be cut at 80 columns, truncating table cells.
 console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 180)
+mirrors: list[Console] = []
+
+
+def show(renderable: object) -> None:
+    """Print on stdout and into every active run log."""
+    console.print(renderable)
+    for mirror in mirrors:
+        mirror.print(renderable)
+        mirror.file.flush()
 
 
 def print_table(frame: pd.DataFrame, title: str | None = None, index: bool = False) -> None:
@@ -27,4 +40,4 @@ def print_table(frame: pd.DataFrame, title: str | None = None, index: bool = Fal
             table.add_column(str(column), justify="right" if numeric else "left")
     for row in data.itertuples(index=False):
         table.add_row(*("" if pd.isna(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row))
-    console.print(table)
+    show(table)

@@ -55,3 +55,25 @@ def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractC
     if device.type == "cpu" and precision == "fp16":
         raise SonosynthError("fp16 autocast is for GPUs; on the CPU use bf16 or fp32.")
     return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
+def hardware_summary() -> str:
+    """CPU cores and GPUs of this machine, for the log and the report."""
+    import os
+    import platform
+
+    cores = os.cpu_count() or 1
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    text = f"{model}, {cores} CPU core{'s' if cores != 1 else ''}"
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        text += ", GPU: " + ", ".join(names)
+    else:
+        text += ", no GPU"
+    return text

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -30,7 +29,7 @@ from sonosynth.checkpoint import capture_rng_state, load_checkpoint, restore_rng
 from sonosynth.config import StrictModel, load_config
 from sonosynth.data.manifest import Manifest
 from sonosynth.data.split import patient_labels
-from sonosynth.progress import stderr_console
+from sonosynth.progress import task as progress_task
 
 LOSS_COLUMNS = ("stage", "epoch", "train_loss", "stop_loss", "best", "seconds")
 
@@ -197,15 +196,16 @@ def train_classifier(model: nn.Module, fit: Dataset, stop: Dataset | None, confi
     previous_rows = _other_stage_rows(losses_csv, stage)
 
     loader = _loader(fit, config, shuffle=True, generator=generator)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr_console, disable=not progress) as bar:
+    # Progress counts batches over all epochs (early stopping may end it sooner); losses go to TensorBoard.
+    batches = len(loader)
+    with progress_task(f"classifier {stage}", config.epochs * batches, completed=(start_epoch - 1) * batches,
+                       unit="batch", tag=f"classifier/{stage}", enabled=progress) as bar:
         for epoch in range(start_epoch, config.epochs + 1):
             if waited >= config.patience:
                 break
             started = time.perf_counter()
-            title = f"{stage} epoch {epoch}/{config.epochs}"
-            task = bar.add_task(title, total=len(loader))
-            train_loss = _train_epoch(model, loader, criterion, optimizer, device, lambda task=task: bar.advance(task))
+            bar.update(description=f"classifier {stage} epoch {epoch}/{config.epochs}")
+            train_loss = _train_epoch(model, loader, criterion, optimizer, device, bar.advance)
             stop_loss = _mean_loss(model, stop, device, weight, config.batch_size) if stop is not None else float("nan")
             watching = epoch > config.warmup_epochs or epoch == config.epochs
             improved = stop is None or (watching and stop_loss < best_loss - config.min_delta)
@@ -216,7 +216,8 @@ def train_classifier(model: nn.Module, fit: Dataset, stop: Dataset | None, confi
                 waited += 1
             history.append({"stage": stage, "epoch": epoch, "train_loss": train_loss, "stop_loss": stop_loss,
                             "best": improved, "seconds": time.perf_counter() - started})
-            bar.update(task, description=f"{title}  train {train_loss:.4f}  stop {stop_loss:.4f}{' *' if improved else '  '}")
+            bar.update(epoch * batches, train_loss=train_loss, stop_loss=stop_loss,
+                       lr=optimizer.param_groups[0]["lr"])
             if losses_csv is not None:
                 _write_losses(losses_csv, previous_rows, history)
             if state_path is not None:

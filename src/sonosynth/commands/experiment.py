@@ -33,10 +33,12 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         if device:
             overrides["device"] = device
         spec = load_spec(spec_path, overrides)
-        outcome = run_study(spec, out or Path("runs") / spec.name, data=data, jobs=jobs)
-        console.print(f"[green]study finished[/] in {outcome.result.seconds / 60:.1f} min: "
-                      f"{outcome.result.computed} units computed, {outcome.result.cache_hits} reused from the cache")
-        print_table(outcome.report.headline, title=outcome.report.headline_title)
+        from sonosynth.logs import run_log
+
+        run_dir = out or Path("runs") / spec.name
+        outcome = run_study(spec, run_dir, data=data, jobs=jobs)
+        with run_log(run_dir):  # the run's log keeps the headline table the console shows
+            print_table(outcome.report.headline, title=outcome.report.headline_title)
         console.print(f"report: {outcome.report.html_path}  (Markdown: {outcome.report.markdown_path})")
 
     @app.command("report")
@@ -49,3 +51,30 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         report = write_report(run_dir)
         print_table(report.headline, title=report.headline_title)
         console.print(f"report: {report.html_path}")
+
+    @app.command("spec")
+    def spec_command(
+        spec_path: Annotated[Path | None, typer.Argument(metavar="[SPEC]", help="a study spec YAML to validate")] = None,
+        schema: Annotated[bool, typer.Option(help="print the JSON Schema of a study spec")] = False,
+        reference: Annotated[bool, typer.Option(help="print the Markdown reference of every spec field")] = False,
+        set_values: Annotated[list[str] | None, typer.Option("--set", help="override a spec field: key.sub=value")] = None,
+    ) -> None:
+        """Explain or check a study spec: --reference (every field explained), --schema, or SPEC (validate and
+        print it resolved, defaults filled in)."""
+        import json
+
+        import yaml
+
+        from sonosynth.config import parse_overrides
+        from sonosynth.experiment.spec import StudySpec, load_spec
+        from sonosynth.spec_reference import spec_reference
+
+        if schema:
+            console.print_json(json.dumps(StudySpec.model_json_schema()))
+        elif reference:
+            print(spec_reference())
+        elif spec_path is not None:
+            spec = load_spec(spec_path, parse_overrides(set_values))
+            print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), end="")
+        else:
+            raise typer.BadParameter("give a SPEC file, --schema or --reference")

@@ -28,13 +28,23 @@ class Job:
 
 
 def _run_job(cache_root: Path, job: Job) -> bool:
-    """Run one unit through the cache; True when it was computed (not found finished)."""
+    """Run one unit through the cache; True when it was computed (not found finished).
+
+    Its progress lines carry the unit's label, and its losses go to the run's TensorBoard folder.
+    """
+    from sonosynth.progress import unit
+    from sonosynth.tensorboard_events import events, unit_folder
+
     cache = UnitCache(cache_root)
-    cache.run(job.kind, job.payload, lambda folder: job.function(*job.args, folder))
+    with unit(job.description), events(unit_folder(cache_root.parent, job.description)):
+        cache.run(job.kind, job.payload, lambda folder: job.function(*job.args, folder))
     return cache.stats.computed > 0
 
 
-def _init_worker(counter: Any, gpus: int, threads: int) -> None:
+def _init_worker(counter: Any, gpus: int, threads: int, log_level: int = 20, run_log: Path | None = None) -> None:
+    from sonosynth.logs import configure_worker
+
+    configure_worker(log_level, run_log)
     slot = 0
     with counter.get_lock():
         slot = counter.value
@@ -48,11 +58,13 @@ def _init_worker(counter: Any, gpus: int, threads: int) -> None:
 
 class Executor:
     def __init__(self, cache: UnitCache, jobs: int = 1, device: str = "auto",
-                 on_unit: Callable[[str, bool], None] | None = None) -> None:
+                 on_unit: Callable[[str, bool], None] | None = None,
+                 on_start: Callable[[str], object] | None = None) -> None:
         self.cache = cache
         self.jobs = max(1, jobs)
         self.device = device
         self.on_unit = on_unit or (lambda description, computed: None)
+        self.on_start = on_start or (lambda description: None)
         self.stats = CacheStats()
 
     def folder(self, job: Job) -> Path:
@@ -81,6 +93,7 @@ class Executor:
                 pending.append(job)
         if self.jobs == 1 or len(pending) <= 1:
             for job in pending:
+                self.on_start(job.description)
                 self._finished(job, _run_job(self.cache.root, job))
             return
         self._run_parallel(pending)
@@ -101,9 +114,16 @@ class Executor:
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
         context = multiprocessing.get_context("spawn")
         counter = context.Value("i", 0)
+        from sonosynth.logs import RUN_LOG_NAME, console_level
+
+        run_log = self.cache.root.parent / RUN_LOG_NAME
         with ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_init_worker,
-                                 initargs=(counter, gpus, threads)) as pool:
-            futures = {pool.submit(_run_job, self.cache.root, job): job for job in pending}
+                                 initargs=(counter, gpus, threads, console_level(),
+                                           run_log if run_log.is_file() else None)) as pool:
+            futures = {}
+            for job in pending:
+                self.on_start(job.description)
+                futures[pool.submit(_run_job, self.cache.root, job)] = job
             try:
                 remaining = set(futures)
                 while remaining:

@@ -12,6 +12,7 @@ Each step is a cache unit; the runner itself holds no state that is not on disk.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import time
@@ -32,6 +33,7 @@ from sonosynth.experiment.cache import UnitCache
 from sonosynth.experiment.executor import Executor, Job
 from sonosynth.experiment.spec import SYNTHETIC_REGIMES, ClassifierSpec, GeneratorSpec, StudySpec
 
+log = logging.getLogger(__name__)
 RESULTS_FILENAME = "results.csv"
 QUALITY_FILENAME = "quality.csv"
 CONFUSIONS_FILENAME = "confusions.csv"
@@ -48,19 +50,34 @@ def prepare_data(spec: StudySpec, run_dir: Path, progress: bool = True) -> Manif
     if data.phantom is not None:
         from sonosynth.data.phantom_dataset import PhantomOptions, make_phantom_dataset
 
-        manifest, _ = make_phantom_dataset(run_dir / "data", PhantomOptions(**data.phantom.model_dump()),
-                                           progress=progress)
-        return manifest
+        manifest, report = make_phantom_dataset(run_dir / "data", PhantomOptions(**data.phantom.model_dump()),
+                                                progress=progress)
+        return _logged_ingest(manifest, report, "the phantom simulator")
     if data.pocus is not None:
         from sonosynth.data.pocus import PocusIngestOptions, ingest_pocus
 
-        manifest, _ = ingest_pocus(data.pocus.source, run_dir / "data", PocusIngestOptions(**data.pocus.options),
-                                   progress=progress)
-        return manifest
+        manifest, report = ingest_pocus(data.pocus.source, run_dir / "data",
+                                        PocusIngestOptions(**data.pocus.options), progress=progress)
+        return _logged_ingest(manifest, report, str(data.pocus.source))
     from sonosynth.data.folder import FolderIngestOptions, ingest_folder
 
-    manifest, _ = ingest_folder(data.folder.source, run_dir / "data", FolderIngestOptions(**data.folder.options),
-                                progress=progress)
+    manifest, report = ingest_folder(data.folder.source, run_dir / "data",
+                                     FolderIngestOptions(**data.folder.options), progress=progress)
+    return _logged_ingest(manifest, report, str(data.folder.source))
+
+
+def _logged_ingest(manifest: Manifest, report, source: str) -> Manifest:
+    """Log the ingest summary (the run's log keeps what was read, skipped and assumed)."""
+    counts = manifest.counts()
+    log.info("data from %s%s: %d images of %d patients (%s)", source, " (reused)" if report.reused else "",
+             len(manifest), manifest.table["patient_id"].nunique(),
+             ", ".join(f"{label}: {row.images} images / {row.patients} patients" for label, row in counts.iterrows()))
+    if report.skipped:
+        reasons = report.skip_reasons()
+        log.warning("%d file(s) skipped (%s); the list is in %s", len(report.skipped),
+                    ", ".join(f"{reason}: {n}" for reason, n in reasons.items()), "data/skipped.csv")
+    for note, count in report.notes.items():
+        log.info("note: %s: %d", note, count)
     return manifest
 
 
@@ -186,14 +203,16 @@ class StudyRunner:
 
     def __init__(self, spec: StudySpec, run_dir: str | os.PathLike, progress: bool = True,
                  on_unit: Callable[[str, bool], None] | None = None,
-                 on_plan: Callable[[int], None] | None = None, jobs: int = 1) -> None:
+                 on_plan: Callable[[int], None] | None = None, jobs: int = 1,
+                 on_start: Callable[[str], object] | None = None) -> None:
         self.spec = spec
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.cache = UnitCache(self.run_dir / "cache")
         self.on_unit = on_unit or (lambda description, computed: None)
         self.on_plan = on_plan or (lambda total: None)
-        self.executor = Executor(self.cache, jobs=jobs, device=spec.device, on_unit=self._unit_finished)
+        self.executor = Executor(self.cache, jobs=jobs, device=spec.device, on_unit=self._unit_finished,
+                                 on_start=on_start)
 
     def _unit_finished(self, description: str, computed: bool) -> None:
         self.on_unit(description, computed)
@@ -221,7 +240,7 @@ class StudyRunner:
         return manifest, folds
 
     # -- job builders: each returns a Job whose key covers its inputs' content and its config
-    def _fit_job(self, generator: GeneratorSpec, images: Manifest) -> Job:
+    def _fit_job(self, generator: GeneratorSpec, images: Manifest, where: str = "") -> Job:
         from sonosynth.config import load_config
         from sonosynth.generators.base import create_generator
 
@@ -230,18 +249,19 @@ class StudyRunner:
                              generator.overrides).model_dump(mode="json")
         payload = {"generator": generator.kind, "config": config, "images": self.cache.hasher.manifest(images)}
         return Job("fit", payload, units.fit_unit, (generator.kind, config, images, self.spec.device, False),
-                   f"fit {generator.name}")
+                   f"fit {generator.name} {where}".strip())
 
     def _sample_job(self, generator: GeneratorSpec, fit: Job, label: str, n: int) -> Job:
+        where = fit.description.split(" ", 2)[2] if fit.description.count(" ") >= 2 else ""
         checkpoint = self.cache.unit_dir("fit", self.cache.key(fit.kind, fit.payload)) / "model"
         payload = {"fit": self.cache.key(fit.kind, fit.payload), "n": n, "label": label,
                    "settings": generator.sample_settings}
         return Job("sample", payload, units.sample_unit,
                    (generator.kind, checkpoint, n, label, generator.sample_settings, self.spec.device),
-                   f"sample {generator.name}")
+                   f"sample {generator.name} {where} {label}".replace("  ", " "))
 
     def _classify_job(self, condition: Condition, classifier: ClassifierSpec, seed: int, data: FoldData,
-                      synthetic: Manifest | None, stop: Manifest) -> Job:
+                      synthetic: Manifest | None, stop: Manifest, where: str = "") -> Job:
         payload = {
             "regime": condition.regime, "classifier": classifier.model_dump(mode="json"), "seed": seed,
             "train": self.cache.hasher.manifest(data.train), "validation": self.cache.hasher.manifest(data.validation),
@@ -250,10 +270,11 @@ class StudyRunner:
         }
         return Job("classify", payload, units.classify_unit,
                    (condition.regime, classifier, seed, data.train, data.validation, synthetic, stop,
-                    self.spec.device, False), f"classify {condition.label} {classifier.model}")
+                    self.spec.device, False),
+                   f"classify {condition.label} {classifier.model} {where} seed {seed}".replace("  ", " "))
 
     def _quality_job(self, generator: GeneratorSpec, synthetic: Manifest, data: FoldData,
-                     reference: Job | None) -> Job:
+                     reference: Job | None, where: str = "") -> Job:
         reference_dir = self.cache.unit_dir("classify", self.cache.key("classify", reference.payload)) if reference else None
         payload = {"synthetic": self.cache.hasher.manifest(synthetic), "real": self.cache.hasher.manifest(data.train),
                    "held_out": self.cache.hasher.manifest(data.validation),
@@ -261,7 +282,7 @@ class StudyRunner:
                    "reference": reference_dir.name if reference_dir else None}
         return Job("quality", payload, units.quality_unit,
                    (synthetic, data.train, self.spec.quality, reference_dir, self.spec.device, data.validation),
-                   f"quality {generator.name}")
+                   f"quality {generator.name} {where}".strip())
 
     # -- the grid
     def run(self) -> StudyResult:
@@ -284,7 +305,9 @@ class StudyRunner:
                         f"generator {generator.name}: fold {fold} at keep {keep:g} has no training images of "
                         f"{classes} ({generator.training_images}); lower max constraints or use training_images: all."
                     )
-                groups[(fold, keep, generator.name)] = [(self._fit_job(generator, group), group) for group in models]
+                groups[(fold, keep, generator.name)] = [
+                    (self._fit_job(generator, group, _where(fold, keep, generator, number, len(models))), group)
+                    for number, group in enumerate(models, start=1)]
         self.executor.run([job for pairs in groups.values() for job, _ in pairs])
 
         # Phase 2: samples of every model, per class it learned.
@@ -311,12 +334,14 @@ class StudyRunner:
                 extra = synthetic_sets.get((fold, keep, condition.generator)) if condition.generator else None
                 for classifier in self.spec.classifiers:
                     for seed in self.spec.seeds:
-                        job = self._classify_job(condition, classifier, seed, data, extra, stops[(fold, keep)])
+                        job = self._classify_job(condition, classifier, seed, data, extra, stops[(fold, keep)],
+                                                 f"fold {fold} keep {keep:g}")
                         classify_jobs.append((fold, keep, condition, classifier.model, seed, job))
             if self.spec.quality.enabled and self.spec.quality.features == "classifier":
                 # The fold's real-only classifier gives the domain features for SIFID/FID/KID.
                 references[(fold, keep)] = self._classify_job(Condition("real", None), self.spec.classifiers[0],
-                                                              self.spec.seeds[0], data, None, stops[(fold, keep)])
+                                                              self.spec.seeds[0], data, None, stops[(fold, keep)],
+                                                              f"fold {fold} keep {keep:g}")
         self.executor.run([entry[-1] for entry in classify_jobs] + list(references.values()))
         rows, confusion_rows = [], []
         for fold, keep, condition, model, seed, job in classify_jobs:
@@ -335,7 +360,7 @@ class StudyRunner:
                     if (fold, keep, generator.name) in synthetic_sets:
                         quality_jobs[(fold, keep, generator.name)] = self._quality_job(
                             generator, synthetic_sets[(fold, keep, generator.name)], data,
-                            references.get((fold, keep)))
+                            references.get((fold, keep)), f"fold {fold} keep {keep:g}")
             self.executor.run(list(quality_jobs.values()))
             for (fold, keep, name), job in quality_jobs.items():
                 table = pd.read_csv(self.executor.folder(job) / "quality.csv")
@@ -362,6 +387,12 @@ class StudyRunner:
 
     def _needs_synthetic(self) -> bool:
         return any(r in SYNTHETIC_REGIMES for r in self.spec.regimes) or self.spec.quality.enabled
+
+
+def _where(fold: int, keep: float, generator: GeneratorSpec, number: int, models: int) -> str:
+    """Where a generator model sits in the study, for its unit's description (logs, status, TensorBoard)."""
+    what = {"per_image": "image", "per_class": "class"}.get(generator.models, "model")
+    return f"fold {fold} keep {keep:g} {what} {number}/{models}"
 
 
 def _result_rows(fold: int, keep: float, condition: Condition, classifier: str, seed: int, outcome: dict) -> list[dict]:
@@ -392,7 +423,9 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
 def software_versions() -> dict[str, str]:
     from importlib import metadata
 
-    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    from sonosynth.device import hardware_summary
+
+    versions = {"python": platform.python_version(), "platform": platform.platform(), "hardware": hardware_summary()}
     for package in ("sonosynth", "torch", "torchvision", "monai", "numpy", "scikit-learn", "pandas"):
         try:
             versions[package] = metadata.version(package)

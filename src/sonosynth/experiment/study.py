@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sonosynth import __version__
+from sonosynth.device import hardware_summary
 from sonosynth.experiment.runner import StudyResult, StudyRunner
 from sonosynth.experiment.spec import StudySpec
-from sonosynth.progress import progress_display
+from sonosynth.logs import run_log
+from sonosynth.progress import bars_enabled, format_duration, progress_display
 from sonosynth.report.build import Report, write_report
+from sonosynth.status import StudyProgress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,19 +44,29 @@ def with_data_source(spec: StudySpec, data: str | os.PathLike | None) -> StudySp
 
 def run_study(spec: StudySpec, run_dir: str | os.PathLike, data: str | os.PathLike | None = None,
               progress: bool = True, jobs: int = 1) -> StudyOutcome:
+    """Run a study into `run_dir` (logged to `run_dir/run.log`, progress in `run_dir/status.json`)."""
     spec = with_data_source(spec, data)
-    if not progress:
-        runner = StudyRunner(spec, run_dir, progress=False, jobs=jobs)
-        result = runner.run()
-    else:
-        with progress_display() as display:
-            task = display.add_task("study", total=None)
-
-            def advance(description: str, computed: bool) -> None:
-                display.update(task, description=f"study: {description}")
-                display.advance(task)
-
-            runner = StudyRunner(spec, run_dir, progress=True, on_unit=advance, jobs=jobs,
-                                 on_plan=lambda total: display.update(task, total=total))
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_log(run_dir), progress_display() as display:
+        log.info("sonosynth %s: study %r into %s on %s", __version__, spec.name, run_dir, hardware_summary())
+        watch = StudyProgress(run_dir, display if progress and bars_enabled() else None)
+        state = "failed"
+        try:
+            runner = StudyRunner(spec, run_dir, progress=progress, on_unit=watch.finished, on_start=watch.started,
+                                 on_plan=watch.plan, jobs=jobs)
             result = runner.run()
-    return StudyOutcome(result, write_report(run_dir))
+            state = "finished"
+        except KeyboardInterrupt:
+            state = "interrupted"
+            log.warning("interrupted: finished units are kept; re-run the same command to continue.")
+            raise
+        except Exception as exc:
+            log.error("study failed: %s", exc)
+            raise
+        finally:
+            watch.close(state)
+        report = write_report(run_dir)
+        log.info("study finished in %s: %d units computed, %d reused from the cache; report: %s",
+                 format_duration(result.seconds), result.computed, result.cache_hits, report.html_path)
+    return StudyOutcome(result, report)

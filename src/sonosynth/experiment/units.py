@@ -27,8 +27,25 @@ def sample_unit(kind: str, checkpoint: Path, n: int, label: str, settings: dict[
                 folder: Path) -> None:
     from sonosynth.generators.base import create_generator
 
-    create_generator(kind).sample(checkpoint, n, folder / "samples", label=label, seed=0, device=device,
-                                  progress=False, **settings)
+    samples = create_generator(kind).sample(checkpoint, n, folder / "samples", label=label, seed=0, device=device,
+                                            progress=False, **settings)
+    _samples_to_tensorboard(samples)
+
+
+def _samples_to_tensorboard(samples: Manifest, count: int = 16) -> None:
+    """A grid of the unit's first samples in its TensorBoard run (nothing without TensorBoard)."""
+    from sonosynth import tensorboard_events
+
+    if not tensorboard_events.active() or len(samples) == 0:
+        return
+    import numpy as np
+
+    from sonosynth.data.images import load_grayscale
+    from sonosynth.report.grid import image_grid
+
+    images = [load_grayscale(path) for path in samples.absolute_paths()[:count]]
+    rows = [(samples.labels[0], images[i:i + 8]) for i in range(0, len(images), 8)]
+    tensorboard_events.image("samples", np.asarray(image_grid(rows, tile=96)))
 
 
 def stopping_set(train: Manifest, classifier: ClassifierSpec, seed: int) -> Manifest:

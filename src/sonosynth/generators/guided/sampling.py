@@ -35,7 +35,7 @@ from sonosynth.generators.guided.schedules import (
     predict_x0,
 )
 from sonosynth.generators.guided.training import CHECKPOINT_NAME, TRAINING_MANIFEST_DIR
-from sonosynth.progress import track
+from sonosynth.progress import task as progress_task
 
 SEED_STRIDE = 1_000_000  # seeds of class k start at base + k * SEED_STRIDE, so classes never share noise
 GENERATOR_NAME = "guided"
@@ -201,7 +201,9 @@ def sample_into(model: GuidedModel, out: str | Path, per_class: dict[str, int], 
             missing = writer.missing_seeds(seeds)
             if missing:
                 jobs.append((label, k, missing))
-    for label, k, seeds in track(jobs, f"sampling into {out}", enabled=progress):
+    bar = progress_task("guided sampling", sum(len(seeds) for _, _, seeds in jobs), unit="image",
+                        enabled=progress and bool(jobs))
+    for label, k, seeds in jobs:
         writer = _writer(model, out, label, record)  # re-read: the manifest holds every label's rows so far
         images = to_uint8(sample_batch(model, [k] * len(seeds), seeds, settings).cpu().numpy())
         try:
@@ -211,6 +213,8 @@ def sample_into(model: GuidedModel, out: str | Path, per_class: dict[str, int], 
         except OSError as exc:
             raise SonosynthError(f"{out}: could not write samples ({exc}); images already written are kept. "
                                  "Free disk space and re-run the same command to continue.") from exc
+        bar.advance(len(seeds))
+    bar.close()
     if not (out / MANIFEST_FILENAME).is_file():
         return Manifest.from_rows([], out)
     return Manifest.read(out / MANIFEST_FILENAME)

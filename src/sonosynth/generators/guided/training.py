@@ -8,6 +8,7 @@ would have done; the global RNG state is still checkpointed for anything outside
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,9 @@ from sonosynth.generators.guided.data import (
 from sonosynth.generators.guided.distributed import ProcessGroup, join_process_group
 from sonosynth.generators.guided.networks import build_classifier, build_denoiser, null_label
 from sonosynth.generators.guided.schedules import ddpm_scheduler
-from sonosynth.progress import stderr_console, track
+from sonosynth.progress import task as progress_task
 
+log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.csv"
 EVAL_NAME = "classifier_eval.csv"
@@ -257,7 +259,9 @@ def _fit(training: Manifest, out: Path, config: GuidedConfig, group: ProcessGrou
     last_saved = models.step if payload is not None else None
 
     steps = range(models.step, config.train.steps)
-    for step in track(steps, "training guided diffusion", total=len(steps), enabled=progress and group.is_main):
+    bar = progress_task("guided diffusion", config.train.steps, completed=models.step, unit="step", tag="guided",
+                        enabled=progress and group.is_main)
+    for step in steps:
         torch.manual_seed(config.train.seed * 7919 + step * 31 + group.rank)  # dropout layers, per step
         loss = denoiser_loss(denoiser, data, config, scheduler, step, group.rank, device)
         c_loss = (classifier_loss(classifier, data, train_index_t, config, scheduler, step, group.rank, device)
@@ -271,11 +275,13 @@ def _fit(training: Manifest, out: Path, config: GuidedConfig, group: ProcessGrou
         models.step = step + 1
         models.log.append({"step": models.step, "loss": loss.item(), "classifier_loss": c_loss.item(),
                            "lr": models.optimizer.param_groups[0]["lr"]})
+        bar.update(models.step, **{k: v for k, v in models.log[-1].items() if k != "step"})
         if models.step % config.train.checkpoint_every == 0 or models.step == config.train.steps:
             _checkpoint(out, models, config, classes, data, held_out, scheduler, group)
             last_saved = models.step
+    bar.close()
     if payload is not None and models.step == int(payload["step"]) and group.is_main:
-        stderr_console.print(f"{out}: already trained for {models.step} steps; nothing to do.")
+        log.info("%s: already trained for %d steps; nothing to do.", out, models.step)
     group.barrier()
     return out
 
@@ -310,5 +316,5 @@ def _checkpoint(out: Path, models: Models, config: GuidedConfig, classes: list[s
         if accuracy is not None:
             message += "; held-out accuracy by t: " + ", ".join(
                 f"{r.t_from}-{r.t_to}: {r.accuracy:.2f}" for r in accuracy.itertuples())
-        stderr_console.print(message)
+        log.info(message)
     group.barrier()

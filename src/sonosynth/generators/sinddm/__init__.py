@@ -16,7 +16,7 @@ from sonosynth.device import resolve_device
 from sonosynth.errors import SonosynthError
 from sonosynth.generators.base import SyntheticSetWriter, register_generator, to_uint8
 from sonosynth.generators.sinddm.config import SinDDMConfig
-from sonosynth.progress import track
+from sonosynth.progress import task as progress_task
 
 _SETTING_NAMES = ("stride", "scale_mul", "gamma_max", "batch_size", "precision")
 
@@ -46,7 +46,12 @@ class SinDDMGenerator:
     def sample(self, checkpoint: Path, n: int, out: Path, *, label: str | None = None,
                size: tuple[int, int] | None = None, seed: int = 0, device: str = "auto",
                progress: bool = True, **settings: Any) -> Manifest:
-        from sonosynth.generators.sinddm.sampling import generate, load_trained_model, sampling_settings
+        from sonosynth.generators.sinddm.sampling import (
+            generate,
+            load_trained_model,
+            network_calls,
+            sampling_settings,
+        )
 
         unknown = sorted(set(settings) - set(_SETTING_NAMES))
         if unknown:
@@ -59,11 +64,17 @@ class SinDDMGenerator:
                                     sampling_settings(model, size, **settings), label or model.label)
         missing = writer.missing_seeds(range(seed, seed + n))
         batches = [missing[i:i + batch_size] for i in range(0, len(missing), batch_size)]
-        for batch in track(batches, f"sampling {len(missing)} images", enabled=progress and bool(batches)):
-            images = to_uint8(generate(model, batch, size=size, **settings).cpu().numpy())
-            for image_seed, image in zip(batch, images, strict=True):
-                writer.add(image_seed, image)
-            writer.flush()
+        calls = max(1, network_calls(model, settings.get("stride") or model.config.sample_stride))
+        # Progress counts images, advanced a fraction per network call, so a one-batch call still moves.
+        with progress_task("SinDDM sampling", len(missing), unit="image", enabled=progress and bool(batches)) as bar:
+            for batch in batches:
+                share = len(batch) / calls
+                images = to_uint8(generate(model, batch, size=size, on_call=lambda share=share: bar.advance(share),
+                                           **settings).cpu().numpy())
+                for image_seed, image in zip(batch, images, strict=True):
+                    writer.add(image_seed, image)
+                writer.flush()
+                bar.update(missing.index(batch[-1]) + 1)
         return writer.flush()
 
 

@@ -22,6 +22,7 @@ own generator seeded with its seed, so an image depends on its seed only, not on
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,9 @@ class _NoiseSource:
 @torch.no_grad()
 def generate(model: TrainedModel, seeds: list[int], *, size: tuple[int, int] | None = None,
              scale_mul: tuple[float, float] | None = None, stride: int | None = None,
-             gamma_max: float | None = None, precision: str | None = None) -> torch.Tensor:
-    """Samples for `seeds` as a (n, C, H, W) float tensor in [-1, 1]."""
+             gamma_max: float | None = None, precision: str | None = None,
+             on_call: Callable[[], None] | None = None) -> torch.Tensor:
+    """Samples for `seeds` as a (n, C, H, W) float tensor in [-1, 1]; `on_call` runs after each network call."""
     config = model.config
     device = next(model.denoiser.parameters()).device
     stride = stride or config.sample_stride
@@ -129,6 +131,8 @@ def generate(model: TrainedModel, seeds: list[int], *, size: tuple[int, int] | N
     def predict(x: torch.Tensor, t: int, scale: int) -> torch.Tensor:
         with autocast(device, precision):
             eps = model.denoiser(x.contiguous(memory_format=fmt), torch.full((n,), t, device=device), scale)
+        if on_call is not None:
+            on_call()
         return eps.float()
 
     def x0_estimate(x: torch.Tensor, eps: torch.Tensor, ab: float) -> torch.Tensor:

@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from rich.progress import Progress, TextColumn
 from torch.nn import functional as F
 
 from sonosynth.atomic import atomic_path
@@ -29,7 +28,7 @@ from sonosynth.generators.sinddm.config import RESUMABLE_CHANGES, SinDDMConfig
 from sonosynth.generators.sinddm.data import TrainingData
 from sonosynth.generators.sinddm.diffusion import DiffusionTables, forward_process
 from sonosynth.generators.sinddm.network import SinDDMDenoiser
-from sonosynth.progress import progress_columns, stderr_console
+from sonosynth.progress import task as progress_task
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSS_LOG_NAME = "loss.csv"
@@ -233,11 +232,6 @@ def _read_loss_log(path: Path, up_to_step: int) -> list[dict[str, Any]]:
     return table[table["step"] <= up_to_step].to_dict("records")
 
 
-def _progress_bar() -> Progress:
-    return Progress(*progress_columns(TextColumn("loss {task.fields[loss]:.4f}"),
-                                      TextColumn("{task.fields[rate]:.2f} steps/s")), console=stderr_console)
-
-
 # ------------------------------------------------------------------------------------------ fit
 def train(data: TrainingData, config: SinDDMConfig, out: Path, device: torch.device, *, parents: list[str],
           label: str, resume: bool = True, progress: bool = True) -> Path:
@@ -267,14 +261,10 @@ def train(data: TrainingData, config: SinDDMConfig, out: Path, device: torch.dev
         return out
     description = f"SinDDM {'x'.join(map(str, data.plan.sizes[-1]))} px, {data.n_scales} scales" + (
         f", {data.n_images} images (FewDDM)" if data.n_images > 1 else "")
-    bar = _progress_bar() if progress else None
-    task = bar.add_task(description, total=config.train_steps, completed=state.step, loss=float("nan"),
-                        rate=0.0) if bar else None
     started, first_step = time.perf_counter(), state.step
     state.model.train()
-    try:
-        if bar:
-            bar.start()
+    with progress_task(description, config.train_steps, completed=state.step, unit="step", tag="sinddm",
+                       enabled=progress) as bar:
         while state.step < config.train_steps:
             try:
                 row = train_step(state, data, tables, config, precision)
@@ -286,13 +276,9 @@ def train(data: TrainingData, config: SinDDMConfig, out: Path, device: torch.dev
             rows.append(row)
             if state.step % config.checkpoint_every == 0 or state.step == config.train_steps:
                 save()
-            if bar:
-                recent = rows[-50:]
-                bar.update(task, completed=state.step, loss=sum(r["loss"] for r in recent) / len(recent),
-                           rate=(state.step - first_step) / max(time.perf_counter() - started, 1e-9))
-    finally:
-        if bar:
-            bar.stop()
+            recent = rows[-50:]
+            bar.update(state.step, loss=sum(r["loss"] for r in recent) / len(recent), lr=row["lr"],
+                       steps_per_s=(state.step - first_step) / max(time.perf_counter() - started, 1e-9))
     return out
 
 

@@ -65,7 +65,7 @@ from sonosynth.generators.singan.networks import (
     no_param_grads,
 )
 from sonosynth.generators.singan.pyramid import PyramidPlan, plan_pyramid, real_pyramid
-from sonosynth.progress import track
+from sonosynth.progress import task as progress_task
 
 LOSS_COLUMNS = ["scale", "iteration", "loss_d", "loss_g", "loss_rec", "d_real", "d_fake", "gradient_penalty",
                 "lr_g", "lr_d", "noise_amp", "seconds"]
@@ -268,16 +268,19 @@ class ScaleTrainer:
         self.critic.train()
         h, w = self.shape
         description = f"{tag} scale {self.n + 1}/{self.plan.num_scales} ({h}x{w})".strip()
-        for it in track(range(self.start, cfg.iterations), description, total=cfg.iterations - self.start,
-                        enabled=progress):
+        bar = progress_task(description, cfg.iterations, completed=self.start, unit="iteration",
+                            tag=f"singan/scale{self.n}", enabled=progress)
+        for it in range(self.start, cfg.iterations):
             began = time.perf_counter()
             row = self.step()
+            bar.update(it + 1, **{k: v for k, v in row.items() if isinstance(v, (int, float))})
             self.rows.append({"scale": self.n, "iteration": it, **row, "seconds": time.perf_counter() - began})
             done = it + 1
             if done % cfg.checkpoint_every == 0 and done < cfg.iterations:
                 self._save_partial(done)
             if on_iteration is not None:
                 on_iteration(self.n, it)
+        bar.close()
         payload = self._save_final()
         partial.unlink(missing_ok=True)
         return payload
