@@ -122,12 +122,15 @@ def ingest_folder_command(
     size: SizeOption = 256,
     crop: Annotated[bool, typer.Option(help="crop to the ultrasound content before squaring")] = True,
     classes: Annotated[str | None, typer.Option(help="comma-separated labels to keep (default: all)")] = None,
+    patient_id_regex: Annotated[str | None, typer.Option(
+        help="regular expression on file names whose first group is the patient ID, e.g. '^(p\\d+)_'")] = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Ingest any class-folder tree or CSV listing of images and clips."""
     from sonosynth.data.folder import FolderIngestOptions, ingest_folder
 
-    options = FolderIngestOptions(fps=fps, size=size, crop=crop, classes=_split_list(classes))
+    options = FolderIngestOptions(fps=fps, size=size, crop=crop, classes=_split_list(classes),
+                                  patient_id_regex=patient_id_regex)
     manifest, report = ingest_folder(source, out, options, overwrite=overwrite)
     _print_ingest_summary(manifest, report, out)
 

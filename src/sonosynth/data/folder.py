@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from sonosynth.data.ingest import (
     FrameOptions,
@@ -26,6 +27,29 @@ from sonosynth.progress import track
 class FolderIngestOptions(FrameOptions):
     fps: float = Field(3.0, gt=0, le=120, description="frames per second sampled from any clips")
     classes: list[str] | None = Field(None, description="labels to keep (default: all found); others are skipped")
+    patient_id_regex: str | None = Field(
+        None, description="regular expression on the file name whose first group (or group `patient`) is the "
+        "patient ID, e.g. '^(p\\d+)_' for p017_clip2.mp4; a CSV's patient_id column takes precedence")
+
+    @field_validator("patient_id_regex")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from exc
+            if compiled.groups == 0:
+                raise ValueError("needs a group, e.g. '^(p\\d+)_', whose text is the patient ID")
+        return pattern
+
+
+def patient_from_name(name: str, pattern: str) -> str | None:
+    """The patient ID in a file name by `pattern` (its `patient` group, else its first group), or None."""
+    match = re.search(pattern, name)
+    if match is None:
+        return None
+    return match.groupdict().get("patient") or match.group(1)
 
 
 def _entries_from_tree(source: Path) -> list[tuple[Path, str, str | None]]:
@@ -95,6 +119,10 @@ def ingest_folder(source: str | os.PathLike, out: str | os.PathLike, options: Fo
             frames = read_source(path, options.fps, options, report, shown=shown)
             if frames is None:
                 continue
+            if patient is None and options.patient_id_regex:
+                patient = patient_from_name(path.name, options.patient_id_regex)
+                if patient is None:
+                    report.notes["patient-ID pattern did not match the file name"] += 1
             if patient is None:
                 report.notes["no patient ID: file is its own patient"] += 1
             writer.write(frames, label=label, patient_id=patient or f"file-{shown}", source=shown)

@@ -39,6 +39,7 @@ QUALITY_FILENAME = "quality.csv"
 CONFUSIONS_FILENAME = "confusions.csv"
 MEMORIZATION_FILENAME = "memorization_flags.csv"
 SYNTHETIC_INDEX_FILENAME = "synthetic_sets.csv"
+UNITS_FILENAME = "units.csv"  # every unit of the study: kind, fold, keep, name, description, cache folder
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -381,6 +382,21 @@ class StudyRunner:
                  for (f, k, g) in synthetic_sets]
         _write_csv(pd.DataFrame(index, columns=["fold", "keep", "generator", "manifest"]),
                    self.run_dir / SYNTHETIC_INDEX_FILENAME)
+        units_index = [(fold, keep, name, "", "", fit) for (fold, keep, name), pairs in groups.items()
+                       for fit, _ in pairs]
+        units_index += [(fold, keep, name, "", "", job) for (fold, keep, name), jobs in sample_jobs.items()
+                        for job in jobs]
+        units_index += [(fold, keep, condition.label, model, seed, job)
+                        for fold, keep, condition, model, seed, job in classify_jobs]
+        if self.spec.quality.enabled:
+            units_index += [(fold, keep, name, "", "", job) for (fold, keep, name), job in quality_jobs.items()]
+        _write_csv(pd.DataFrame([{"kind": job.kind, "fold": fold, "keep": keep, "name": name, "classifier": model,
+                                  "seed": seed, "description": job.description,
+                                  "folder": os.path.relpath(self.executor.folder(job), self.run_dir)}
+                                 for fold, keep, name, model, seed, job in units_index],
+                                columns=["kind", "fold", "keep", "name", "classifier", "seed", "description",
+                                         "folder"]),
+                   self.run_dir / UNITS_FILENAME)
         stats = self.executor.stats
         return StudyResult(self.run_dir, results, quality, stats.hits, stats.computed,
                            time.perf_counter() - started, synthetic_sets)

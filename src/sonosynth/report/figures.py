@@ -46,3 +46,82 @@ def confusion_figure(matrix: pd.DataFrame, title: str) -> bytes:
             axis.text(j, i, f"{value:g}", ha="center", va="center", fontsize=8,
                       color="white" if value > peak / 2 else "black")
     return _png(figure)
+
+
+def confusion_pair(matrix: pd.DataFrame, title: str) -> bytes:
+    """The confusion matrix as counts (left) and row-normalised, i.e. recall per true class (right)."""
+    import numpy as np
+
+    counts = matrix.to_numpy(dtype=float)
+    rows = counts.sum(axis=1, keepdims=True)
+    normalised = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    figure, axes = plt.subplots(1, 2, figsize=(6.6, 3.0))
+    for axis, values, name, text in ((axes[0], counts, "counts", "{:g}"), (axes[1], normalised, "row-normalised",
+                                                                             "{:.2f}")):
+        axis.imshow(values, cmap="Blues", vmin=0, vmax=max(float(values.max()), 1e-9))
+        axis.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=45, ha="right", fontsize=7)
+        axis.set_yticks(range(len(matrix.index)), matrix.index, fontsize=7)
+        axis.set_xlabel("predicted", fontsize=8)
+        axis.set_ylabel("true", fontsize=8)
+        axis.set_title(name, fontsize=8)
+        peak = float(values.max() or 1)
+        for i, row in enumerate(values):
+            for j, value in enumerate(row):
+                axis.text(j, i, text.format(value), ha="center", va="center", fontsize=7,
+                          color="white" if value > peak / 2 else "black")
+    figure.suptitle(title, fontsize=8)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def training_curves(generator_curves: dict[str, list[pd.Series]], classifier_curves: dict[str, pd.DataFrame],
+                    title: str) -> bytes:
+    """Left: each generator model's training loss (one line per model); right: classifier losses per condition.
+
+    `generator_curves` maps a generator name to loss series (index: step); `classifier_curves` maps a
+    condition to a frame with `epoch`, `train_loss` and `stop_loss` (the early-stopping patients).
+    """
+    figure, axes = plt.subplots(1, 2, figsize=(9.6, 3.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    left, right = axes
+    for n, (name, curves) in enumerate(generator_curves.items()):
+        for k, curve in enumerate(curves):
+            smooth = curve.rolling(max(1, len(curve) // 50), min_periods=1).mean()
+            left.plot(smooth.index, smooth.to_numpy(), color=colours[n % len(colours)], alpha=0.8, lw=1,
+                      label=name if k == 0 else None)
+    left.set_title("generator training loss (smoothed; one line per model)", fontsize=8)
+    left.set_xlabel("training step", fontsize=8)
+    left.set_yscale("log")
+    if generator_curves:
+        left.legend(fontsize=7)
+    else:
+        left.text(0.5, 0.5, "no generator losses recorded", ha="center", va="center", transform=left.transAxes)
+    for n, (condition, frame) in enumerate(classifier_curves.items()):
+        colour = colours[n % len(colours)]
+        right.plot(frame["epoch"], frame["train_loss"], color=colour, lw=1, label=f"{condition} (train)")
+        if frame["stop_loss"].notna().any():
+            right.plot(frame["epoch"], frame["stop_loss"], color=colour, lw=1, ls="--")
+    right.set_title("classifier loss: solid training, dashed early-stopping patients", fontsize=8)
+    right.set_xlabel("epoch", fontsize=8)
+    if classifier_curves:
+        right.legend(fontsize=6)
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.tick_params(labelsize=7)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def metric_bars(table: pd.DataFrame, column: str, label: str, chance: float | None = None) -> bytes:
+    """One bar per generator (mean over folds, std as error bar) of a quality column, e.g. reader AUC or CAS."""
+    grouped = table.groupby("generator", sort=False)[column].agg(["mean", "std"]).fillna(0)
+    figure, axis = plt.subplots(figsize=(4.2, 2.8))
+    axis.bar(grouped.index, grouped["mean"], yerr=grouped["std"], capsize=3, color="#4c78a8")
+    if chance is not None:
+        axis.axhline(chance, color="grey", ls="--", lw=1, label="chance")
+        axis.legend(fontsize=7)
+    axis.set_ylabel(label, fontsize=8)
+    axis.tick_params(labelsize=7)
+    axis.grid(alpha=0.3, axis="y")
+    return _png(figure)

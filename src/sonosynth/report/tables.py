@@ -12,15 +12,64 @@ import pandas as pd
 from sonosynth.metrics.classification import classification_accuracy_score, paired_comparison
 
 METRIC_NAMES = {"precision": "Prec.", "recall": "Rec.", "f1": "F1"}
+DIGITS = 3  # every score in the report: 3 decimals
+
+# Human names for the columns of results.csv and quality.csv (the report's tables use these).
+COLUMN_NAMES = {
+    "fold": "fold", "keep": "minority kept", "condition": "condition", "classifier": "classifier", "seed": "seed",
+    "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1",
+    "generator": "generator", "images": "images", "checkpoints": "models", "sifid": "SIFID ↓",
+    "sifid_std": "SIFID std", "ssim": "SSIM to source", "ssim_std": "SSIM std", "fid": "FID ↓", "kid": "KID ↓",
+    "kid_std": "KID std", "copies": "near-copies", "copy_rate": "copy rate ↓", "diversity_ssim": "diversity (1-SSIM)",
+    "crops_diversity_ssim": "real crops diversity (1-SSIM)", "diversity_feature": "diversity (features)",
+    "crops_diversity_feature": "real crops diversity (features)", "reader_auc": "automatic reader AUC",
+    "reader_accuracy": "automatic reader accuracy", "cas": "CAS (train on synthetic, test on real)",
+    "mean diff": "mean difference", "95% CI low": "95% CI low", "95% CI high": "95% CI high",
+    "Wilcoxon p": "Wilcoxon p", "metric": "metric", "folds": "folds", "vs": "against",
+}
+
+
+def human_columns(table: pd.DataFrame) -> pd.DataFrame:
+    return table.rename(columns=lambda c: COLUMN_NAMES.get(c, str(c).replace("_", " ")))
+
+
+def number(value: object, digits: int = DIGITS) -> str:
+    """Scores with `digits` decimals, counts as integers, missing as blank."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1):
+        return f"{int(value)}"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}" if abs(value) >= 10 ** -digits or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+def ci95(values: pd.Series) -> tuple[float, float] | None:
+    """The 95% t-interval of the mean over folds (None with fewer than two folds)."""
+    from scipy import stats
+
+    values = values.dropna().astype(float)
+    if len(values) < 2:
+        return None
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
 
 
 def mean_std(values: pd.Series) -> str:
+    """`mean ± std` over folds; one fold gives its single value (there is no spread to show)."""
     values = values.dropna()
     if values.empty:
         return ""
     if len(values) == 1:
-        return f"{values.iloc[0]:.3f}"
-    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+        return f"{values.iloc[0]:.{DIGITS}f}"
+    return f"{values.mean():.{DIGITS}f} ± {values.std(ddof=1):.{DIGITS}f}"
+
+
+def ci_text(values: pd.Series) -> str:
+    interval = ci95(values)
+    return "" if interval is None else f"[{interval[0]:.{DIGITS}f}, {interval[1]:.{DIGITS}f}]"
 
 
 def cas_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -37,16 +86,58 @@ def cas_table(results: pd.DataFrame) -> pd.DataFrame:
 def per_fold(results: pd.DataFrame) -> pd.DataFrame:
     """One row per fold x keep x condition x classifier x class, seeds averaged."""
     keys = ["fold", "keep", "condition", "regime", "generator", "classifier", "class"]
-    numeric = ["precision", "recall", "f1", "support", "accuracy", "balanced_accuracy"]
+    numeric = [c for c in ("precision", "recall", "f1", "support", "accuracy", "balanced_accuracy",
+                           "train_accuracy") if c in results]
     return results.groupby(keys, dropna=False, sort=False)[numeric].mean().reset_index()
+
+
+def per_fold_overall(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per fold x keep x condition x classifier: accuracy, balanced accuracy, macro-F1 (mean of class F1)."""
+    data = per_fold(results)
+    keys = ["fold", "keep", "condition", "regime", "generator", "classifier"]
+    first = data.groupby(keys, dropna=False, sort=False)[[c for c in ("accuracy", "balanced_accuracy",
+                                                                       "train_accuracy") if c in data]].first()
+    first["macro_f1"] = data.groupby(keys, dropna=False, sort=False)["f1"].mean()
+    return first.reset_index()
+
+
+def overall_table(results: pd.DataFrame, keep: float, classifier: str) -> pd.DataFrame:
+    """Rows: conditions; each overall metric as mean ± std over folds beside its 95% CI."""
+    data = per_fold_overall(results)
+    data = data[(data["keep"] == keep) & (data["classifier"] == classifier)]
+    metrics = [("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"), ("accuracy", "accuracy")]
+    if "train_accuracy" in data and data["train_accuracy"].notna().any():
+        metrics.append(("train_accuracy", "training accuracy"))
+    rows = []
+    for condition in condition_order(results):
+        part = data[data["condition"] == condition]
+        if part.empty:
+            continue
+        row = {"condition": condition, "folds": int(part["fold"].nunique())}
+        for column, name in metrics:
+            row[name] = mean_std(part[column])
+            row[f"{name} 95% CI"] = ci_text(part[column])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if not table.empty and table["folds"].max() < 2:
+        table = table.drop(columns=[c for c in table.columns if c.endswith("95% CI")])
+    return table
 
 
 def condition_order(results: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(results["condition"]))
 
 
-def table3(results: pd.DataFrame, keep: float, classifier: str) -> pd.DataFrame:
-    """Rows: conditions; columns: per-class Prec./Rec./F1 and Acc./Bal. Acc., as mean ± std over folds."""
+def table3(results: pd.DataFrame, keep: float, classifier: str, with_ci: bool = False) -> pd.DataFrame:
+    """Rows: conditions; columns: per-class Prec./Rec./F1 and Acc./Bal. Acc., as mean ± std over folds.
+
+    `with_ci` adds each cell's 95% CI on a second line (`mean ± std\n[low, high]`).
+    """
+    def cell(values: pd.Series) -> str:
+        text = mean_std(values)
+        interval = ci_text(values) if with_ci else ""
+        return f"{text}\n{interval}" if interval else text
+
     data = per_fold(results)
     data = data[(data["keep"] == keep) & (data["classifier"] == classifier)]
     classes = sorted(data["class"].unique())
@@ -59,10 +150,10 @@ def table3(results: pd.DataFrame, keep: float, classifier: str) -> pd.DataFrame:
         for label in classes:
             part = subset[subset["class"] == label]
             for metric, short in METRIC_NAMES.items():
-                row[f"{label} {short}"] = mean_std(part[metric])
+                row[f"{label} {short}"] = cell(part[metric])
         overall = subset.drop_duplicates("fold")
-        row["Acc."] = mean_std(overall["accuracy"])
-        row["Bal. Acc."] = mean_std(overall["balanced_accuracy"])
+        row["Acc."] = cell(overall["accuracy"])
+        row["Bal. Acc."] = cell(overall["balanced_accuracy"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -72,7 +163,9 @@ def accuracy_table(results: pd.DataFrame, keep: float) -> pd.DataFrame:
     data = per_fold(results)
     data = data[data["keep"] == keep].drop_duplicates(["fold", "condition", "classifier"])
     table = data.groupby(["condition", "classifier"], sort=False)["accuracy"].apply(mean_std).unstack("classifier")
-    return table.reindex([c for c in condition_order(results) if c in table.index]).reset_index()
+    table = table.reindex([c for c in condition_order(results) if c in table.index]).reset_index()
+    table.columns.name = None  # else the HTML shows an empty "classifier" header cell
+    return table
 
 
 def fraction_table(results: pd.DataFrame, classifier: str) -> pd.DataFrame:
