@@ -62,8 +62,8 @@ def spec_reference(root: type[BaseModel] | None = None) -> str:
 
         root = StudySpec
     lines = ["# Study spec reference", "",
-             "Generated from the pydantic models by `sonosynth spec --reference` (do not edit by hand). "
-             "A spec is a YAML file (see `configs/`); unknown keys are errors that name the key.", ""]
+             ("Generated from the pydantic models by `sonosynth spec --reference` (do not edit by hand). "
+              "A spec is a YAML file (see `configs/`); unknown keys are errors that name the key."), ""]
     for model in models_in_order(root):
         lines += [f"## `{model.__name__}`", ""]
         doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")

@@ -560,10 +560,10 @@ def write_report(run_dir: str | os.PathLike) -> Report:
     figures_dir = run_dir / "figures"
     markdown = [f"# sonosynth study: {name}", ""]
     toc = "".join(f"<li><a href='#{s.anchor}'>{html.escape(s.title)}</a></li>" for s in sections)
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(name)}</title>"
-             f"<style>{STYLE}</style></head><body><h1>sonosynth study: {html.escape(name)}</h1>"
-             f"<nav><b>Contents</b><ol>{toc}</ol></nav>"]
+    parts = [(f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+              f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(name)}</title>"
+              f"<style>{STYLE}</style></head><body><h1>sonosynth study: {html.escape(name)}</h1>"
+              f"<nav><b>Contents</b><ol>{toc}</ol></nav>")]
     for number_, section in enumerate(sections):
         markdown += [f"## {section.title}", "", section.markdown, ""]
         figures_html = ""
