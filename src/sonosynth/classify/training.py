@@ -31,7 +31,7 @@ from sonosynth.data.manifest import Manifest
 from sonosynth.data.split import patient_labels
 from sonosynth.progress import task as progress_task
 
-LOSS_COLUMNS = ("stage", "epoch", "train_loss", "stop_loss", "best", "seconds")
+LOSS_COLUMNS = ("stage", "epoch", "train_loss", "train_accuracy", "stop_loss", "best", "seconds")
 
 
 class TrainConfig(StrictModel):
@@ -205,7 +205,7 @@ def train_classifier(model: nn.Module, fit: Dataset, stop: Dataset | None, confi
                 break
             started = time.perf_counter()
             bar.update(description=f"classifier {stage} epoch {epoch}/{config.epochs}")
-            train_loss = _train_epoch(model, loader, criterion, optimizer, device, bar.advance)
+            train_loss, train_accuracy = _train_epoch(model, loader, criterion, optimizer, device, bar.advance)
             stop_loss = _mean_loss(model, stop, device, weight, config.batch_size) if stop is not None else float("nan")
             watching = epoch > config.warmup_epochs or epoch == config.epochs
             improved = stop is None or (watching and stop_loss < best_loss - config.min_delta)
@@ -214,9 +214,10 @@ def train_classifier(model: nn.Module, fit: Dataset, stop: Dataset | None, confi
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             elif watching:
                 waited += 1
-            history.append({"stage": stage, "epoch": epoch, "train_loss": train_loss, "stop_loss": stop_loss,
+            history.append({"stage": stage, "epoch": epoch, "train_loss": train_loss,
+                            "train_accuracy": train_accuracy, "stop_loss": stop_loss,
                             "best": improved, "seconds": time.perf_counter() - started})
-            bar.update(epoch * batches, train_loss=train_loss, stop_loss=stop_loss,
+            bar.update(epoch * batches, train_loss=train_loss, stop_loss=stop_loss, train_accuracy=train_accuracy,
                        lr=optimizer.param_groups[0]["lr"])
             if losses_csv is not None:
                 _write_losses(losses_csv, previous_rows, history)
@@ -237,19 +238,22 @@ def train_classifier(model: nn.Module, fit: Dataset, stop: Dataset | None, confi
 
 
 def _train_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                 device: torch.device, advance: Callable[[], None]) -> float:
+                 device: torch.device, advance: Callable[[], None]) -> tuple[float, float]:
+    """One pass over `loader`: the mean loss and the accuracy on the (augmented) training batches as seen."""
     model.train()
-    total, count = 0.0, 0
+    total, correct, count = 0.0, 0, 0
     for images, targets in loader:
         images, targets = images.to(device), targets.to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(images).float(), targets)
+        logits = model(images).float()
+        loss = criterion(logits, targets)
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(targets)
+        correct += int((logits.detach().argmax(dim=1) == targets).sum())
         count += len(targets)
         advance()
-    return total / max(count, 1)
+    return total / max(count, 1), correct / max(count, 1)
 
 
 def _other_stage_rows(losses_csv: Path | None, stage: str) -> pd.DataFrame:

@@ -427,6 +427,28 @@ def _sample_grids(run_dir: Path, keep: float) -> Section:
     return section
 
 
+def with_training_accuracy(run_dir: Path, results: pd.DataFrame, units: pd.DataFrame) -> pd.DataFrame:
+    """`results` plus `train_accuracy`: each classifier run's accuracy on its training batches at the epoch
+    it kept (the last stage's best epoch), read from the run's `losses.csv` (the fetal study reports it)."""
+    if units.empty or "classifier" not in units:
+        return results
+    rows = []
+    for _, unit in units[units["kind"] == "classify"].iterrows():
+        losses = _read_csv(run_dir / unit["folder"] / "losses.csv")
+        if losses.empty or "train_accuracy" not in losses:
+            continue
+        last = losses[losses["stage"] == losses["stage"].iloc[-1]]
+        best = last[last["best"].astype(str) == "True"]
+        row = (best if not best.empty else last).iloc[-1]
+        rows.append({"fold": unit["fold"], "keep": unit["keep"], "condition": unit["name"],
+                     "classifier": unit["classifier"], "seed": int(unit["seed"]),
+                     "train_accuracy": float(row["train_accuracy"])})
+    if not rows:
+        return results
+    found = pd.DataFrame(rows).drop_duplicates(["fold", "keep", "condition", "classifier", "seed"])
+    return results.merge(found, on=["fold", "keep", "condition", "classifier", "seed"], how="left")
+
+
 # ------------------------------------------------------------------------------------------ assembly
 def build_sections(run_dir: Path) -> tuple[list[Section], pd.DataFrame, str]:
     spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
@@ -437,6 +459,7 @@ def build_sections(run_dir: Path) -> tuple[list[Section], pd.DataFrame, str]:
     confusions = _read_csv(run_dir / FILES["confusions"])
     quality = _read_csv(run_dir / FILES["quality"])
     units = _read_csv(run_dir / FILES["units"])
+    results = with_training_accuracy(run_dir, results, units)
     versions = _read_json(run_dir / FILES["versions"])
     keeps = list(spec["split"]["keep"])
     headline_keep = keeps[0]
@@ -451,7 +474,9 @@ def build_sections(run_dir: Path) -> tuple[list[Section], pd.DataFrame, str]:
     headline_title = f"{classifiers[0]}, {kept} ({_folds_text(n_folds)})"
     sections.append(_table_section(f"Overall metrics, {headline_title}", headline,
                                    "Evaluated on real validation patients only. Macro-F1 is the mean of the "
-                                   "per-class F1; the 95% CI is the t-interval of the mean over folds."))
+                                   "per-class F1; the 95% CI is the t-interval of the mean over folds."
+                                   + (" Training accuracy: on the training batches (as augmented) at the epoch "
+                                      "the classifier kept." if "training accuracy" in headline else "")))
     for classifier in classifiers:
         sections.append(_table_section(
             f"Per-class results (Table 3 layout), {classifier}, {kept}",
