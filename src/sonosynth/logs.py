@@ -27,6 +27,21 @@ _handler: logging.Handler | None = None
 _worker = False  # a worker process of a study: plain lines only, even on a terminal
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """Plain lines on whatever `sys.stderr` is when a message is written (test runners and tools swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def level_for(verbosity: int) -> int:
     """-q (verbosity -1): warnings and errors; default 0: info; -v (1 or more): debug."""
     if verbosity < 0:
@@ -51,7 +66,7 @@ def configure(verbosity: int = 0, *, plain: bool | None = None) -> None:
         logger.removeHandler(_handler)
     use_plain = not interactive() if plain is None else plain
     if use_plain:
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler: logging.Handler = CurrentStderrHandler()
         handler.setFormatter(logging.Formatter(PLAIN_FORMAT, DATE_FORMAT))
     else:
         handler = RichHandler(console=stderr_console, show_path=False, markup=False, rich_tracebacks=False,
