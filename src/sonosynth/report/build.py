@@ -33,6 +33,7 @@ from sonosynth.report.tables import (
     accuracy_table,
     cas_table,
     confusion_sum,
+    counts_as_integers,
     fraction_table,
     human_columns,
     number,
@@ -98,6 +99,7 @@ def _cell_html(value: object) -> str:
 
 def html_table(table: pd.DataFrame, group_header: bool = False) -> str:
     """A formatted table; `group_header` splits 'covid Prec.' headers into a class row over a metric row."""
+    table = counts_as_integers(table)
     columns = [str(c) for c in table.columns]
     numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
     head = ""
@@ -126,7 +128,7 @@ def html_table(table: pd.DataFrame, group_header: bool = False) -> str:
 
 
 def _markdown_table(table: pd.DataFrame) -> str:
-    return to_markdown(table.map(lambda v: number(v).replace("\n", " ")))
+    return to_markdown(counts_as_integers(table).map(lambda v: number(v).replace("\n", " ")))
 
 
 def _table_section(title: str, table: pd.DataFrame, note: str = "", group_header: bool = False) -> Section:
@@ -350,10 +352,10 @@ def ssim_note(spec: dict) -> str:
     notes = []
     for g in spec.get("generators", []):
         if g.get("models", "per_image") == "per_image":
-            notes.append(f"{g['name']}: to the sample's own training image (one model per image)")
+            notes.append(f"for {g['name']}, against the sample's own training image (one model per image)")
         else:
-            notes.append(f"{g['name']}: to the training image of its model most similar to the sample (NCC), "
-                         "as the model learned from several")
+            notes.append(f"for {g['name']}, against the training image of its model most similar to the sample "
+                         "(by NCC), as that model learned from several")
     return "SSIM to source is computed " + "; ".join(notes) + "." if notes else ""
 
 
@@ -363,6 +365,7 @@ def _quality_sections(quality: pd.DataFrame, flags: pd.DataFrame, spec: dict) ->
     threshold = float(spec.get("quality", {}).get("threshold", 0.95))
     numeric = quality.select_dtypes("number").columns.difference(["fold", "keep"])
     summary = quality.groupby(["generator", "keep"])[list(numeric)].mean().reset_index()
+    summary["keep"] = summary["keep"].map(lambda k: f"{k:.0%}")
     names = quality.get("features", pd.Series(dtype=str)).dropna().astype(str).str.replace(r" \(.*\)$", "", regex=True)
     features = ", ".join(sorted(set(names)))
     explanation = (f"{ssim_note(spec)} SIFID, FID and KID are in the feature space of {features or 'n/a'}; the copy "
@@ -557,13 +560,14 @@ def _data_uri(png: bytes) -> str:
 
 STYLE = """
 *{box-sizing:border-box}
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;max-width:1180px;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;max-width:1240px;
 padding:0 1rem;color:#222;line-height:1.45;font-size:15px}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
 nav{background:#f7f7f7;padding:.5rem 1rem;font-size:.85rem}nav ol{margin:.3rem 0;columns:2}
 .tw{max-width:100%;overflow-x:auto}
-table.t{border-collapse:collapse;font-size:.76rem;margin:.4rem 0}
-table.t td,table.t th{border:1px solid #ddd;padding:2px 5px;vertical-align:top}
+table.t{border-collapse:collapse;font-size:.72rem;margin:.4rem 0}
+table.t td,table.t th{border:1px solid #ddd;padding:2px 4px;vertical-align:top}
+table.t td:first-child{max-width:14rem;overflow-wrap:anywhere}
 table.t th{background:#f4f4f4;font-weight:600}table.t td.n{text-align:right;font-variant-numeric:tabular-nums;
 white-space:nowrap}
 table.t small{color:#666}

@@ -55,7 +55,7 @@ def confusion_pair(matrix: pd.DataFrame, title: str) -> bytes:
     counts = matrix.to_numpy(dtype=float)
     rows = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
-    figure, axes = plt.subplots(1, 2, figsize=(6.6, 3.0))
+    figure, axes = plt.subplots(1, 2, figsize=(5.0, 2.5))
     for axis, values, name, text in ((axes[0], counts, "counts", "{:g}"), (axes[1], normalised, "row-normalised",
                                                                              "{:.2f}")):
         axis.imshow(values, cmap="Blues", vmin=0, vmax=max(float(values.max()), 1e-9))

@@ -39,11 +39,27 @@ def number(value: object, digits: int = DIGITS) -> str:
         return ""
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1):
+    if isinstance(value, (int, np.integer)):
         return f"{int(value)}"
     if isinstance(value, (float, np.floating)):
         return f"{value:.{digits}f}" if abs(value) >= 10 ** -digits or value == 0 else f"{value:.2e}"
     return str(value)
+
+
+COUNT_COLUMNS = {"fold", "folds", "seed", "images", "models", "checkpoints", "near-copies", "copies", "support",
+                 "count", "patients"}
+
+
+def counts_as_integers(table: pd.DataFrame) -> pd.DataFrame:
+    """Count columns that became floats (means over folds, NaN-padded) shown as integers when they are whole."""
+    table = table.copy()
+    for column in table.columns:
+        values = table[column]
+        if str(column) in COUNT_COLUMNS and pd.api.types.is_float_dtype(values):
+            whole = values.dropna()
+            if (whole == whole.round()).all():
+                table[column] = values.round().astype("Int64")
+    return table
 
 
 def ci95(values: pd.Series) -> tuple[float, float] | None:
