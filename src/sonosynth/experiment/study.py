@@ -59,10 +59,10 @@ def run_study(spec: StudySpec, run_dir: str | os.PathLike, data: str | os.PathLi
             state = "finished"
         except KeyboardInterrupt:
             state = "interrupted"
-            log.warning("interrupted: finished units are kept; re-run the same command to continue.")
+            log.debug("interrupted: finished units are kept; re-run the same command to continue.")
             raise
-        except Exception as exc:
-            log.error("study failed: %s", exc)
+        except Exception as exc:  # the CLI shows the error; the run's log keeps it with its traceback
+            log.debug("study failed: %s", exc, exc_info=True)
             raise
         finally:
             watch.close(state)
