@@ -23,7 +23,8 @@ COLUMN_NAMES = {
     "kid_std": "KID std", "copies": "near-copies", "copy_rate": "copy rate ↓", "diversity_ssim": "diversity (1-SSIM)",
     "crops_diversity_ssim": "real crops diversity (1-SSIM)", "diversity_feature": "diversity (features)",
     "crops_diversity_feature": "real crops diversity (features)", "reader_auc": "automatic reader AUC",
-    "reader_accuracy": "automatic reader accuracy", "cas": "CAS (train on synthetic, test on real)",
+    "reader_accuracy": "automatic reader accuracy", "reader_fake_detection": "fakes detected by the reader",
+    "cas": "CAS (synthetic-only over real-only balanced accuracy)",
     "mean diff": "mean difference", "95% CI low": "95% CI low", "95% CI high": "95% CI high",
     "Wilcoxon p": "Wilcoxon p", "metric": "metric", "folds": "folds", "vs": "against",
 }
