@@ -34,7 +34,7 @@ def full_run(tmp_path_factory):
 def test_the_report_reads_as_a_report(full_run):
     text = full_run.report.html_path.read_text()
     for part in ("Verdict.", "Protocol.", "Runtime.", "early-stopping set", "95% CI", "macro-F1",
-                 "Training curves", "row-normalised", "real covid", "Contents", "<details"):
+                 "Training curves", "row-normalised", "random real images of the class", "Contents", "<details"):
         assert part in text, part
     assert "SSIM to source is computed for Copy, against the sample's own training image" in text
     assert "<th>classifier</th>" not in text.split("fetal-study layout")[1].split("</table>")[0]

@@ -516,7 +516,10 @@ def build_sections(run_dir: Path) -> tuple[list[Section], pd.DataFrame, str]:
     if curves.images:
         sections.append(curves)
     if not confusions.empty:
-        section = Section(f"Confusion matrices ({classifiers[0]}, {kept}, summed over folds)")
+        note = ("Left: counts summed over folds (seeds averaged); right: row-normalised, each true class summing "
+                "to 1, so the diagonal is each class's recall.")
+        section = Section(f"Confusion matrices ({classifiers[0]}, {kept}, summed over folds)", note,
+                          f"<p class='note'>{html.escape(note)}</p>")
         for condition in dict.fromkeys(confusions["condition"]):
             matrix = confusion_sum(confusions, headline_keep, classifiers[0], condition)
             if matrix.empty:
