@@ -36,7 +36,7 @@ def test_the_report_reads_as_a_report(full_run):
     for part in ("Verdict.", "Protocol.", "Runtime.", "early-stopping set", "95% CI", "macro-F1",
                  "Training curves", "row-normalised", "random real images of the class", "Contents", "<details"):
         assert part in text, part
-    assert "SSIM to source is computed for Copy, against the sample's own training image" in text
+    assert "SSIM to source is computed for Copy, against the sample&#x27;s own training image" in text
     assert "<th>classifier</th>" not in text.split("fetal-study layout")[1].split("</table>")[0]
     assert "http" not in text.split("<body>")[1].split("Exact spec")[0]  # works offline
 
