@@ -359,6 +359,14 @@ def ssim_note(spec: dict) -> str:
     return "SSIM to source is computed " + "; ".join(notes) + "." if notes else ""
 
 
+def metrics_by_generator(summary: pd.DataFrame) -> pd.DataFrame:
+    """Rows: metrics (human names); columns: `<generator> <kept %>`, so many metrics stay narrow on screen."""
+    wide = human_columns(summary).set_index(["generator", "minority kept"])
+    table = wide.T
+    table.columns = [f"{generator} {keep}" for generator, keep in table.columns]
+    return table.rename_axis("metric").reset_index()
+
+
 def _quality_sections(quality: pd.DataFrame, flags: pd.DataFrame, spec: dict) -> list[Section]:
     if quality.empty:
         return []
@@ -376,9 +384,9 @@ def _quality_sections(quality: pd.DataFrame, flags: pd.DataFrame, spec: dict) ->
                         "share of samples called synthetic, beside Table 4's human rate.")
     sections = [
         _table_section("Image quality (Table 2 style; mean ± std over folds)", table2(quality), explanation),
-        _table_section("All image-quality and memorization metrics (mean over folds)", human_columns(summary),
-                       "Diversity: mean pairwise dissimilarity of the samples, and of random crops of the real "
-                       "training images as a reference."),
+        _table_section("All image-quality and memorization metrics (mean over folds)", metrics_by_generator(summary),
+                       "One column per generator and kept fraction. Diversity: mean pairwise dissimilarity of the "
+                       "samples, and of random crops of the real training images as a reference.", group_header=True),
     ]
     if "reader_auc" in quality and quality["reader_auc"].notna().any():
         label = "automatic reader AUC (0.5 = indistinguishable)"
