@@ -91,7 +91,9 @@ def training_curves(generator_curves: dict[str, list[pd.Series]], classifier_cur
                       label=name if k == 0 else None)
     left.set_title("generator training loss (smoothed; one line per model)", fontsize=8)
     left.set_xlabel("training step", fontsize=8)
-    left.set_yscale("log")
+    # A GAN's Wasserstein loss goes negative; a log axis would hide those stretches.
+    positive = all((curve > 0).all() for curves in generator_curves.values() for curve in curves)
+    left.set_yscale("log" if positive else "symlog", **({} if positive else {"linthresh": 0.1}))
     if generator_curves:
         left.legend(fontsize=7)
     else:
