@@ -6,7 +6,8 @@ the settings that study trains them with), on the same real images:
 - training images: the first `--images` pneumonia still images (by file name) for per-image models,
   the first `--fold-images` for a per-fold model (FewDDM learns from several images at once);
 - `samples_per_model` samples of each model (the config's number);
-- the metrics of the study's quality unit (`evaluate_quality`, fixed random-CNN feature space):
+- the metrics of the study's quality unit (`evaluate_quality`; SIFID in the fixed random-CNN space, which
+  is blind to noise, so read SIFID beside the reader and the grids):
   automatic-reader ROC AUC with its cluster-bootstrap CI and fake-detection rate (real side: every
   pneumonia frame of the patients no generator saw, grouped by patient), SIFID and SSIM to each
   sample's source, plus patch SWD of each model's samples against its training images;

@@ -17,9 +17,9 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         out: Annotated[Path, typer.Option("--out", "-o", help="folder for quality.csv/.md and the audit tables")],
         inception_weights: Annotated[Path | None, typer.Option(
             help="a torchvision inception_v3 state dict (.pth), for machines without internet")] = None,
-        features: Annotated[str, typer.Option(
-            help="'random_cnn' (default: a fixed seeded CNN, the same space everywhere), 'inception' (ImageNet) "
-                 "or 'classifier:CKPT' (a sonosynth classifier's features)")] = "random_cnn",
+        features: Annotated[str | None, typer.Option(
+            help="'inception' (default, ImageNet), 'classifier:CKPT' (a sonosynth classifier's features) or "
+                 "'random_cnn' (a fixed seeded CNN: the same space everywhere, blind to noise)")] = None,
         reader_real: Annotated[Path | None, typer.Option(
             "--reader-real", help="manifest.csv (or folder) of real images for the automatic reader (default: "
                                   "--real); patients any synthetic image came from are left out")] = None,

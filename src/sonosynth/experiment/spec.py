@@ -103,11 +103,12 @@ class ClassifierSpec(StrictModel):
 
 class QualitySpec(StrictModel):
     enabled: bool = Field(True, description="compute image-quality and memorization metrics per generator")
-    features: Literal["random_cnn", "classifier", "inception"] = Field(
-        "random_cnn",
-        description="feature space for SIFID/FID/KID: a fixed seeded random CNN (the same space in every fold, "
-        "run and study; works offline), the fold's real-only classifier (changes per fold), or ImageNet "
-        "Inception-v3 (as the papers; torchvision download or inception_weights)",
+    features: Literal["classifier", "random_cnn", "inception"] = Field(
+        "classifier",
+        description="feature space for SIFID/FID/KID: the fold's real-only classifier (domain features, works "
+        "offline, changes per fold), a fixed seeded random CNN (the same space everywhere, but it does not "
+        "penalise noise: see metrics/quality/random_features.py), or ImageNet Inception-v3 (as the papers; "
+        "torchvision download or inception_weights)",
     )
     preset: str = Field("cpu", description="settings preset of the quality metrics (presets/quality.yaml)")
     reader: bool = Field(True, description="run the automatic reader: a CNN telling each generator's samples from "

@@ -1,7 +1,7 @@
 """Feature extractors behind one small interface, and batched feature computation.
 
 The metrics receive an extractor and never build one from anything above `metrics`. Offered here: the
-fixed random CNN (`random_cnn`, the study default; why in `random_features.py`) and ImageNet
+fixed random CNN (`random_cnn`; its use and its limit in `random_features.py`) and ImageNet
 Inception-v3 (`inception`, the numbers other papers report). A sonosynth classifier's features
 (`classifier:CKPT`) come from `sonosynth.classify.features`, which also dispatches all three.
 """

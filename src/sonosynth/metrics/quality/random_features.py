@@ -13,10 +13,14 @@ as before) gives numbers that cannot be compared across folds, runs or studies. 
   banks are known to capture texture statistics well (Ustyuzhaninov et al. 2017, "What does it take
   to generate natural textures?"); Naeem et al. 2020 ("Reliable fidelity and diversity metrics for
   generative models", section 5) show random-initialised embeddings rank generators sensibly where
-  ImageNet features do not apply. That is the one chosen here (`features: random_cnn`).
+  ImageNet features do not apply. That was the one chosen here (`features: random_cnn`).
 
-Deliberate limits: it does not know what a B-line means, so it ranks texture and layout realism, not
-diagnostic content; the automatic reader (`reader.py`), trained per generator and class, judges realism.
+Measured limit, why it is NOT the study default: on POCUS pneumonia (benchmarks/realism.py --quick)
+pure-noise samples of an untrained FewDDM scored SIFID 1.6 and 8 dark SinGAN blobs 4.5: a random
+filter bank sees speckle-like noise as tissue, and SIFID's Fréchet distance then mostly measures
+mean brightness. The studies keep the fold's classifier (`features: classifier`) until a feature
+network trained once per study on real images replaces both; the automatic reader (`reader.py`),
+which is trained per generator and class, caught that noise (AUC 1.0) and is the realism measure.
 
 Network: `stages` conv 3x3 (stride 1) + ReLU + 2x2 average-pool stages, weights drawn once from
 N(0, 2 / fan_in) (He init, which keeps activations at a constant scale through ReLUs) with
