@@ -39,6 +39,12 @@ def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def write_csv_atomic(table, target: str | os.PathLike, index: bool = False) -> None:
+    """Write a pandas table as CSV so that `target` holds the whole table or its previous content."""
+    with atomic_path(target) as tmp:
+        table.to_csv(tmp, index=index)
+
+
 @contextlib.contextmanager
 def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Build a whole output folder under a temporary sibling and move it into place at the end.

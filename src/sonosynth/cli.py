@@ -259,8 +259,9 @@ def main() -> None:
         console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-        console.print(f"[bold red]invalid option:[/] {problems}")
+        from sonosynth.config import format_validation_error
+
+        console.print(f"[bold red]invalid option:[/] {format_validation_error(exc)}")
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished outputs are kept; re-run the same command to continue.")

@@ -26,6 +26,17 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming its field as a dotted path under `prefix` (e.g. `generators[1].overrides`)."""
+    problems = []
+    for error in exc.errors():
+        field = prefix
+        for part in error["loc"]:
+            field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+        problems.append(f"{field or '(top level)'}: {error['msg']}")
+    return "; ".join(problems)
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
@@ -55,6 +66,19 @@ def deep_merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def preset_values(component: str, preset: str | os.PathLike) -> dict[str, Any]:
+    """The field values of a named preset of `component`, or of a user's YAML file."""
+    presets = _presets(component)
+    if str(preset) in presets:
+        return presets[str(preset)]
+    if Path(preset).suffix in (".yaml", ".yml"):
+        values = read_yaml(preset) or {}
+        if not isinstance(values, dict):
+            raise SonosynthError(f"{preset}: a preset file is a YAML mapping of config fields.")
+        return values
+    raise SonosynthError(f"unknown {component} preset {str(preset)!r}; choose one of {sorted(presets)} or a YAML file.")
+
+
 def load_config(model: type[ConfigT], component: str, preset: str | os.PathLike = "cpu",
                 overrides: dict[str, Any] | None = None) -> ConfigT:
     """A validated config from a named preset (or a YAML file path) plus overrides.
@@ -62,19 +86,11 @@ def load_config(model: type[ConfigT], component: str, preset: str | os.PathLike 
     `preset` is either a preset name from `sonosynth/presets/<component>.yaml` or a path to a
     YAML file holding field values (a user's own preset).
     """
-    presets = _presets(component)
-    if str(preset) in presets:
-        values = presets[str(preset)]
-    elif Path(preset).suffix in (".yaml", ".yml"):
-        values = read_yaml(preset) or {}
-    else:
-        raise SonosynthError(f"unknown {component} preset {str(preset)!r}; choose one of {sorted(presets)} or a YAML file.")
-    values = deep_merge(values, overrides or {})
+    values = deep_merge(preset_values(component, preset), overrides or {})
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise SonosynthError(f"{component} preset {str(preset)!r}: {problems}") from exc
+        raise SonosynthError(f"{component} preset {str(preset)!r}: {format_validation_error(exc)}") from exc
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:

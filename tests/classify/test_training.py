@@ -18,8 +18,10 @@ from sonosynth.classify.data import ManifestDataset
 from sonosynth.classify.regimes import (
     REGIMES,
     check_synthetic_parents,
+    clear_regime_outputs,
     drop_derived,
     plan_regime,
+    read_regime_result,
     run_regime,
 )
 from sonosynth.classify.training import (
@@ -266,9 +268,23 @@ def test_run_regime_scores_only_real_validation_images(fold, synthetic, tmp_path
     # real training images minus the stopping patients, plus the synthetic images not made from them
     assert trained == (len(fold.train) - stop_images) + (len(synthetic) - stop_images)
     assert {row["origin"] for row in run["plan"]} == {"real", "synthetic"}
-    again = run_regime("real+synthetic", "small_cnn", fold, tmp_path, smoke(epochs=2, stop_fraction=0.4),
-                       synthetic=synthetic, device="cpu", progress=False)
-    assert again.reused and again.metrics == result.metrics
+    assert read_regime_result(tmp_path).metrics == result.metrics
+
+
+def test_the_classify_unit_reuses_a_finished_folder_only_for_the_same_inputs(fold, tmp_path):
+    from sonosynth.experiment.cache import run_in
+    from sonosynth.experiment.plan import regime_unit
+
+    def unit(**changes):
+        return regime_unit("real", "small_cnn", smoke(epochs=1, **changes), fold, None, None, device="cpu",
+                           progress=False)
+
+    out = tmp_path / "run"
+    assert run_in(out, unit(), out, clear=clear_regime_outputs)
+    first = read_regime_result(out)
+    assert not run_in(out, unit(), out, clear=clear_regime_outputs)  # same inputs: reused
+    assert run_in(out, unit(learning_rate=0.01), out, clear=clear_regime_outputs)  # other inputs: recomputed
+    assert read_regime_result(out).stages[0].end_fingerprint != first.stages[0].end_fingerprint
 
 
 def test_pretrain_then_finetune_really_reloads_the_pretrained_checkpoint(fold, synthetic, tmp_path, monkeypatch):
@@ -335,14 +351,20 @@ def test_classify_command_writes_the_outputs(phantom_manifest, fold, tmp_path):
 
 
 def test_a_retrained_pretrained_checkpoint_at_the_same_path_is_not_reused(fold, tmp_path):
-    # The resume key holds the weights' contents, not only their path.
+    from sonosynth.experiment.cache import run_in
+    from sonosynth.experiment.plan import regime_unit
+
+    # The unit's key holds the weights' contents, not only their path.
     for name, seed in (("a", 0), ("b", 1)):
         run_regime("real", "small_cnn", fold, tmp_path / name, smoke(epochs=1, seed=seed), device="cpu", progress=False)
     weights = tmp_path / "init.pt"
+    out = tmp_path / "finetuned"
     runs = []
     for source in ("a", "b"):
         shutil.copy(tmp_path / source / "model.pt", weights)
-        runs.append(run_regime("real", "small_cnn", fold, tmp_path / "finetuned", smoke(epochs=1),
-                               pretrained=str(weights), device="cpu", progress=False))
+        unit = regime_unit("real", "small_cnn", smoke(epochs=1), fold, None, None, pretrained=str(weights),
+                           device="cpu", progress=False)
+        assert run_in(out, unit, out, clear=clear_regime_outputs)
+        runs.append(read_regime_result(out))
         assert runs[-1].stages[0].start_fingerprint == state_fingerprint(load_classifier(weights)[0])
     assert runs[0].stages[0].start_fingerprint != runs[1].stages[0].start_fingerprint

@@ -1,29 +1,55 @@
-"""Every shipped study preset must be a valid spec naming registered generators and classifiers."""
+"""Every shipped study preset must load, resolve every config it names, and plan a study.
+
+Presets whose data is not here (the lung and fetal datasets) are planned on a small phantom stand-in
+with the classes they name, so the plan's structure is checked without the real images.
+"""
 
 from pathlib import Path
 
 import pytest
 
+from sonosynth.experiment.plan import build_plan, conditions, fold_list, resolve_study
 from sonosynth.experiment.spec import load_spec
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 def test_the_presets_exist():
-    assert {p.stem for p in CONFIGS} >= {"lung-paper", "fetal-paper", "fetal-cpu"}
+    assert {p.stem for p in CONFIGS} >= {"demo", "lung-cpu", "lung-paper", "fetal-paper", "fetal-cpu"}
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory):
+    """Phantom images standing in for the study data: enough patients for five folds."""
+    from sonosynth.data.phantom_dataset import PhantomOptions, make_phantom_dataset
+    from sonosynth.data.split import make_folds
+
+    manifest, _ = make_phantom_dataset(tmp_path_factory.mktemp("stand-in"),
+                                       PhantomOptions(patients={"covid": 8, "pneumonia": 8, "healthy": 8}, frames=2,
+                                                      size=32), progress=False)
+
+    def folds(spec):
+        return make_folds(manifest, spec.split.folds, spec.split.seed, spec.split.minority)
+
+    return manifest, folds
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_preset_is_a_valid_spec(path):
-    from sonosynth.classify import classifier_names
-    from sonosynth.config import load_config, preset_names
-    from sonosynth.generators.base import create_generator
-
+def test_preset_resolves_and_plans(path, stand_in):
     spec = load_spec(path)
-    for classifier in spec.classifiers:
-        assert classifier.model in classifier_names()
-        assert classifier.preset in preset_names("classifier")
-    for generator in spec.generators:
-        implementation = create_generator(generator.kind)
-        # Loading validates the preset plus the spec's overrides against the generator's config type.
-        load_config(implementation.config_type, implementation.presets, generator.preset, generator.overrides)
+    study = resolve_study(spec)  # every generator and classifier config, overrides and sample settings
+    assert [g.spec.name for g in study.generators] == [g.name for g in spec.generators]
+    assert set(study.classifiers[0].configs) == set(spec.seeds)
+
+    manifest, folds = stand_in
+    plan = build_plan(study, manifest, folds(spec))
+    keys = [unit.key for unit in plan]
+    assert len(keys) == len(set(keys)) == len(plan)
+    position = {key: i for i, key in enumerate(keys)}
+    for unit in plan:
+        assert all(position[dep] < position[unit.key] for dep in unit.depends_on), unit.description
+    cells = len(fold_list(spec)) * len(spec.split.keep)
+    assert len(plan.classifier_runs) == cells * len(conditions(spec)) * len(spec.classifiers) * len(spec.seeds)
+    if spec.generators:
+        assert plan.of_kind("fit") and plan.of_kind("sample")
+    assert len(plan.quality_runs) == (cells * len(spec.generators) if spec.quality.enabled else 0)

@@ -24,7 +24,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from sonosynth.atomic import atomic_path
+from sonosynth.atomic import write_csv_atomic
 from sonosynth.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from sonosynth.config import StrictModel, load_config
 from sonosynth.data.manifest import Manifest
@@ -34,7 +34,7 @@ from sonosynth.progress import task as progress_task
 LOSS_COLUMNS = ("stage", "epoch", "train_loss", "train_accuracy", "stop_loss", "best", "seconds")
 
 
-class TrainConfig(StrictModel):
+class ClassifierTrainConfig(StrictModel):
     """How a classifier is trained; presets in sonosynth/presets/classifier.yaml (smoke, cpu, paper)."""
 
     image_size: int = Field(64, ge=16, le=1024, description="side of the square network input, pixels")
@@ -61,8 +61,8 @@ class TrainConfig(StrictModel):
     num_workers: int = Field(0, ge=0, description="DataLoader workers; 0 keeps the decoded-image cache warm")
 
 
-def load_train_config(preset: str | os.PathLike = "cpu", overrides: dict | None = None) -> TrainConfig:
-    return load_config(TrainConfig, "classifier", preset, overrides)
+def load_train_config(preset: str | os.PathLike = "cpu", overrides: dict | None = None) -> ClassifierTrainConfig:
+    return load_config(ClassifierTrainConfig, "classifier", preset, overrides)
 
 
 # ----------------------------------------------------------------------------- stopping set
@@ -118,7 +118,7 @@ def class_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _loader(dataset: Dataset, config: TrainConfig, shuffle: bool, generator: torch.Generator | None) -> DataLoader:
+def _loader(dataset: Dataset, config: ClassifierTrainConfig, shuffle: bool, generator: torch.Generator | None) -> DataLoader:
     # Dropping a last batch of one keeps BatchNorm layers in heads (pocovidnet) from failing on it.
     drop_last = shuffle and len(dataset) % config.batch_size == 1 and len(dataset) > config.batch_size
     return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, generator=generator,
@@ -158,7 +158,7 @@ class TrainResult:
     resumed_from_epoch: int  # 0 unless an interrupted run was continued
 
 
-def train_classifier(model: nn.Module, fit: Dataset, stop: Dataset | None, config: TrainConfig,
+def train_classifier(model: nn.Module, fit: Dataset, stop: Dataset | None, config: ClassifierTrainConfig,
                      device: torch.device, *, stage: str = "train", losses_csv: Path | None = None,
                      state_path: Path | None = None, progress: bool = True) -> TrainResult:
     """Fit `model` in place and leave it holding the weights of the epoch with the lowest stopping loss.
@@ -267,5 +267,4 @@ def _write_losses(path: Path, previous: pd.DataFrame, history: list[dict]) -> No
     current = pd.DataFrame(history, columns=list(LOSS_COLUMNS))
     frames = [f for f in (previous, current) if len(f)]
     table = pd.concat(frames, ignore_index=True) if frames else current
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv_atomic(table, path)

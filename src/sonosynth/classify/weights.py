@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from sonosynth.classify.zoo import ClassifierSpec
+from sonosynth.classify.zoo import ClassifierEntry
 from sonosynth.errors import SonosynthError
 
 
-def imagenet_state_dict(spec: ClassifierSpec, weights: str | Path | None = None) -> dict[str, torch.Tensor]:
+def imagenet_state_dict(spec: ClassifierEntry, weights: str | Path | None = None) -> dict[str, torch.Tensor]:
     """The torchvision ImageNet state dict for `spec`: from `weights` when given, else torchvision's download."""
     if spec.imagenet_weights is None:
         raise SonosynthError(f"{spec.name} has no ImageNet weights; use --pretrained none "
@@ -34,7 +34,7 @@ def _download_state_dict(enum_name: str) -> dict[str, torch.Tensor]:
     return get_weight(enum_name).get_state_dict(progress=True, check_hash=True)
 
 
-def _how_to_provide_weights(spec: ClassifierSpec, problem: str) -> str:
+def _how_to_provide_weights(spec: ClassifierEntry, problem: str) -> str:
     arch, enum_name = spec.torchvision_arch, spec.imagenet_weights
     variant = enum_name.split(".")[-1]
     return (
@@ -46,7 +46,7 @@ def _how_to_provide_weights(spec: ClassifierSpec, problem: str) -> str:
     )
 
 
-def read_state_dict_file(path: Path, spec: ClassifierSpec) -> dict[str, torch.Tensor]:
+def read_state_dict_file(path: Path, spec: ClassifierEntry) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise SonosynthError(_how_to_provide_weights(spec, f"weights file {path} not found"))
     try:

@@ -17,7 +17,9 @@ BUILTIN_FAMILIES = ("small_cnn", "pocovidnet", "torchvision_models", "medmamba")
 
 
 @dataclass(frozen=True)
-class ClassifierSpec:
+class ClassifierEntry:
+    """A registered classifier: its builder and what its weights and inputs need."""
+
     name: str
     builder: Callable[..., Any]
     min_image_size: int
@@ -26,7 +28,7 @@ class ClassifierSpec:
     torchvision_arch: str | None = None  # the torchvision builder those weights belong to, e.g. "resnet50"
 
 
-_REGISTRY: dict[str, ClassifierSpec] = {}
+_REGISTRY: dict[str, ClassifierEntry] = {}
 
 
 def register_classifier(name: str, *, min_image_size: int = 32, description: str = "",
@@ -34,7 +36,7 @@ def register_classifier(name: str, *, min_image_size: int = 32, description: str
     """Decorator for a builder `(num_classes, in_channels, image_size, input_mode, **options) -> ClassifierNet`."""
 
     def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
-        _REGISTRY[name] = ClassifierSpec(name, builder, min_image_size, description, imagenet_weights,
+        _REGISTRY[name] = ClassifierEntry(name, builder, min_image_size, description, imagenet_weights,
                                          torchvision_arch)
         return builder
 
@@ -56,7 +58,7 @@ def classifier_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def classifier_spec(name: str) -> ClassifierSpec:
+def classifier_spec(name: str) -> ClassifierEntry:
     _import_builtin_families()
     if name not in _REGISTRY:
         raise SonosynthError(f"unknown classifier {name!r}; available: {', '.join(sorted(_REGISTRY))}.")

@@ -38,12 +38,14 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
 
         import pandas as pd
 
-        from sonosynth.classify.regimes import run_regime
+        from sonosynth.classify.regimes import clear_regime_outputs, read_regime_result
         from sonosynth.classify.training import load_train_config
         from sonosynth.config import parse_overrides
         from sonosynth.console import console, print_table
         from sonosynth.data.manifest import Manifest
         from sonosynth.data.split import read_folds, split_fold
+        from sonosynth.experiment.cache import run_in
+        from sonosynth.experiment.plan import regime_unit
 
         started = time.perf_counter()
         if not 0 < keep <= 1:
@@ -57,11 +59,11 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
             f"{len(data.validation)} validation images ({data.validation.table['patient_id'].nunique()} patients); "
             f"{model}, regime {regime}, preset {preset} ({config.image_size} px)"
         )
-        result = run_regime(regime, model, data, out, config, synthetic=synthetic_set, stop=stop,
-                            pretrained=pretrained, weights=weights, device=device, progress=progress)
-        if result.reused:
+        unit = regime_unit(regime, model, config, data, synthetic_set, stop, pretrained, weights, device, progress)
+        if not run_in(out, unit, out, clear=clear_regime_outputs):
             console.print(f"[yellow]{out} already holds this exact run; showing its results.[/]")
-        print_table(result.plan.summary(), title="training images")
+        result = read_regime_result(out)
+        print_table(result.plan, title="training images")
         console.print(f"early stopping on {len(result.stop_patients)} patients held out of the training side")
         metrics = result.metrics
         console.print(f"scored on {metrics['images']} real validation images ({metrics['patients']} patients)")

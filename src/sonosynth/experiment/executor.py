@@ -1,4 +1,9 @@
-"""Executing cache units: one at a time by default, or in worker processes (`--jobs N`).
+"""Executing a plan's units: one at a time by default, or in local worker processes (`--jobs N`).
+
+An executor implements `run(units, on_unit, on_start=None)`: it runs every unit of `units` (given in
+dependency order) after the units it depends on, through the cache (`run_labelled_unit`), calls
+`on_start(unit)` when a unit starts computing and `on_unit(unit, computed)` once per unit,
+`computed` False for a unit found finished.
 
 Workers are fresh (spawned) processes. Each gets an equal share of the CPU threads and, on a
 machine with several GPUs, one GPU of its own through CUDA_VISIBLE_DEVICES, set before torch
@@ -10,35 +15,57 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sonosynth.experiment.cache import CacheStats, UnitCache
+from sonosynth.experiment.cache import is_finished, run_unit
+from sonosynth.experiment.plan import Unit
 
-
-@dataclass(frozen=True)
-class Job:
-    kind: str  # cache namespace: fit, sample, classify, quality
-    payload: dict[str, Any]  # what the cache key covers
-    function: Callable[..., None]  # module-level, so a worker process can import it
-    args: tuple  # the function's arguments; the unit folder is appended
-    description: str
+OnUnit = Callable[[Unit, bool], None]
+OnStart = Callable[[Unit], object]
 
 
-def _run_job(cache_root: Path, job: Job) -> bool:
-    """Run one unit through the cache; True when it was computed (not found finished).
+class Executor(Protocol):
+    def run(self, units: Sequence[Unit], on_unit: OnUnit, on_start: OnStart | None = None) -> None: ...
 
-    Its progress lines carry the unit's label, and its losses go to the run's TensorBoard folder.
-    """
-    from sonosynth.progress import unit
+
+def run_labelled_unit(cache_root: Path, unit: Unit) -> bool:
+    """`run_unit` with the unit's progress label and its TensorBoard folder (`run_dir/tensorboard/...`)."""
+    from sonosynth.progress import unit as progress_unit
     from sonosynth.tensorboard_events import events, unit_folder
 
-    cache = UnitCache(cache_root)
-    with unit(job.description), events(unit_folder(cache_root.parent, job.description)):
-        cache.run(job.kind, job.payload, lambda folder: job.function(*job.args, folder))
-    return cache.stats.computed > 0
+    with progress_unit(unit.description), events(unit_folder(Path(cache_root).parent, unit.description)):
+        return run_unit(cache_root, unit)
+
+
+@dataclass
+class ExecutionStats:
+    hits: int = 0
+    computed: int = 0
+
+    def count(self, computed: bool) -> None:
+        if computed:
+            self.computed += 1
+        else:
+            self.hits += 1
+
+
+@dataclass
+class SerialExecutor:
+    """Runs units one after another in plan order (which is dependency order)."""
+
+    cache_root: Path
+    stats: ExecutionStats = field(default_factory=ExecutionStats)
+
+    def run(self, units: Sequence[Unit], on_unit: OnUnit, on_start: OnStart | None = None) -> None:
+        for unit in units:
+            if on_start is not None and not is_finished(self.cache_root, unit):
+                on_start(unit)
+            computed = run_labelled_unit(self.cache_root, unit)
+            self.stats.count(computed)
+            on_unit(unit, computed)
 
 
 def _init_worker(counter: Any, gpus: int, threads: int, log_level: int = 20, run_log: Path | None = None) -> None:
@@ -56,56 +83,29 @@ def _init_worker(counter: Any, gpus: int, threads: int, log_level: int = 20, run
     torch.set_num_threads(threads)
 
 
-class Executor:
-    def __init__(self, cache: UnitCache, jobs: int = 1, device: str = "auto",
-                 on_unit: Callable[[str, bool], None] | None = None,
-                 on_start: Callable[[str], object] | None = None) -> None:
-        self.cache = cache
-        self.jobs = max(1, jobs)
-        self.device = device
-        self.on_unit = on_unit or (lambda description, computed: None)
-        self.on_start = on_start or (lambda description: None)
-        self.stats = CacheStats()
+@dataclass
+class PoolExecutor:
+    """Runs units in `jobs` spawned worker processes, each as soon as the units it depends on are done."""
 
-    def folder(self, job: Job) -> Path:
-        return self.cache.unit_dir(job.kind, self.cache.key(job.kind, job.payload))
+    cache_root: Path
+    jobs: int
+    device: str = "auto"
+    stats: ExecutionStats = field(default_factory=ExecutionStats)
 
-    def run(self, jobs: Sequence[Job]) -> None:
-        """Run the unique jobs among `jobs` (units finished earlier count as cache hits).
-
-        A job identical to another in the same batch (a model on an image two folds share, the reference
-        classifier that is also the `real` condition) runs once; its duplicates still report to `on_unit`,
-        so a progress bar planned over all jobs reaches its total.
-        """
-        unique: dict[tuple[str, str], Job] = {}
-        for job in jobs:
-            key = (job.kind, self.cache.key(job.kind, job.payload))
-            if key in unique:
-                self.on_unit(job.description, False)
+    def run(self, units: Sequence[Unit], on_unit: OnUnit, on_start: OnStart | None = None) -> None:
+        batch = {unit.key for unit in units}
+        done: set[str] = set()
+        pending: list[Unit] = []
+        for unit in units:
+            # Finished units are found here, so workers start only for real work.
+            if is_finished(self.cache_root, unit):
+                done.add(unit.key)
+                self.stats.count(False)
+                on_unit(unit, False)
             else:
-                unique[key] = job
-        pending = []
-        for (kind, key), job in unique.items():
-            if self.cache.is_done(kind, key):
-                self.stats.hits += 1
-                self.on_unit(job.description, False)
-            else:
-                pending.append(job)
-        if self.jobs == 1 or len(pending) <= 1:
-            for job in pending:
-                self.on_start(job.description)
-                self._finished(job, _run_job(self.cache.root, job))
+                pending.append(unit)
+        if not pending:
             return
-        self._run_parallel(pending)
-
-    def _finished(self, job: Job, computed: bool) -> None:
-        if computed:
-            self.stats.computed += 1
-        else:
-            self.stats.hits += 1
-        self.on_unit(job.description, computed)
-
-    def _run_parallel(self, pending: list[Job]) -> None:
         gpus = 0
         if self.device in ("auto", "cuda"):
             import torch
@@ -116,21 +116,31 @@ class Executor:
         counter = context.Value("i", 0)
         from sonosynth.logs import RUN_LOG_NAME, console_level
 
-        run_log = self.cache.root.parent / RUN_LOG_NAME
+        run_log = self.cache_root.parent / RUN_LOG_NAME
         with ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_init_worker,
                                  initargs=(counter, gpus, threads, console_level(),
                                            run_log if run_log.is_file() else None)) as pool:
-            futures = {}
-            for job in pending:
-                self.on_start(job.description)
-                futures[pool.submit(_run_job, self.cache.root, job)] = job
+            running: dict[Future, Unit] = {}
             try:
-                remaining = set(futures)
-                while remaining:
-                    done, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
-                    for future in done:
-                        self._finished(futures[future], future.result())
+                while pending or running:
+                    ready = [u for u in pending if all(d in done or d not in batch for d in u.depends_on)]
+                    for unit in ready:
+                        pending.remove(unit)
+                        if on_start is not None:
+                            on_start(unit)
+                        running[pool.submit(run_labelled_unit, self.cache_root, unit)] = unit
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        unit = running.pop(future)
+                        computed = future.result()
+                        done.add(unit.key)
+                        self.stats.count(computed)
+                        on_unit(unit, computed)
             except BaseException:
                 # Finished units are on disk; cancel the rest so a re-run picks them up.
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
+
+
+def local_executor(cache_root: Path, jobs: int = 1, device: str = "auto") -> SerialExecutor | PoolExecutor:
+    return SerialExecutor(Path(cache_root)) if jobs <= 1 else PoolExecutor(Path(cache_root), jobs, device)

@@ -14,33 +14,34 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sonosynth.classify.regimes import NEEDS_SYNTHETIC as SYNTHETIC_REGIMES
 from sonosynth.classify.regimes import REGIMES
-from sonosynth.config import StrictModel, read_yaml
+from sonosynth.config import StrictModel, deep_merge, format_validation_error, read_yaml
+from sonosynth.data.folder import FolderIngestOptions
+from sonosynth.data.phantom_dataset import PhantomOptions
+from sonosynth.data.pocus import PocusIngestOptions
 from sonosynth.errors import SonosynthError
 
 
-class PhantomData(StrictModel):
-    """Simulate the embedded phantom dataset (no real data needed)."""
+class PocusData(StrictModel):
+    """Ingest the POCUS lung-ultrasound tree into the run folder first."""
 
-    patients: dict[str, int] = Field({"covid": 12, "pneumonia": 4, "healthy": 12}, description="patients per class")
-    frames: int = Field(10, ge=1, description="frames per patient")
-    size: int = Field(128, ge=32, description="frame side in pixels")
-    seed: int = Field(0, description="simulation seed")
+    source: Path = Field(description="the POCUS data folder (with dataset_metadata.csv)")
+    options: PocusIngestOptions = Field(PocusIngestOptions(), description="as the `ingest pocus` flags")
 
 
-class IngestData(StrictModel):
-    """Ingest a source folder (POCUS layout or class folders) into the run folder first."""
+class FolderData(StrictModel):
+    """Ingest class sub-folders (or a CSV listing of images and labels) into the run folder first."""
 
-    source: Path = Field(description="the dataset folder (or CSV listing for kind=folder)")
-    options: dict[str, Any] = Field({}, description="ingest options (fps, size, classes, ...), as the ingest CLI flags")
+    source: Path = Field(description="the dataset folder or CSV listing")
+    options: FolderIngestOptions = Field(FolderIngestOptions(), description="as the `ingest folder` flags")
 
 
 class DataSpec(StrictModel):
     """Where the real images come from: exactly one of manifest, pocus, folder, phantom."""
 
     manifest: Path | None = Field(None, description="an existing manifest.csv (or its folder)")
-    pocus: IngestData | None = Field(None, description="ingest the POCUS lung-ultrasound tree")
-    folder: IngestData | None = Field(None, description="ingest class sub-folders or a CSV listing")
-    phantom: PhantomData | None = Field(None, description="simulate the phantom dataset")
+    pocus: PocusData | None = Field(None, description="ingest the POCUS lung-ultrasound tree")
+    folder: FolderData | None = Field(None, description="ingest class sub-folders or a CSV listing")
+    phantom: PhantomOptions | None = Field(None, description="simulate the phantom dataset")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DataSpec:
@@ -93,7 +94,9 @@ class GeneratorSpec(StrictModel):
     sample_settings: dict[str, Any] = Field({}, description="extra sampling settings (guidance, steps, size)")
 
 
-class ClassifierSpec(StrictModel):
+class StudyClassifierSpec(StrictModel):
+    """One classifier of the study: a zoo model, its training preset and starting weights."""
+
     model: str = Field(description="classifier zoo name, e.g. small_cnn, pocovidnet, resnet50")
     preset: str = Field("cpu", description="training preset (smoke, cpu, paper) or a YAML file")
     overrides: dict[str, Any] = Field({}, description="training config fields overriding the preset")
@@ -124,7 +127,7 @@ class StudySpec(StrictModel):
     generators: list[GeneratorSpec] = Field([], description="generators trained per fold")
     regimes: list[str] = Field(["real"], description=f"training regimes, from {list(REGIMES)}")
     baseline: str = Field("real", description="the regime every other condition is compared against")
-    classifiers: list[ClassifierSpec] = Field([ClassifierSpec(model="small_cnn")], min_length=1)
+    classifiers: list[StudyClassifierSpec] = Field([StudyClassifierSpec(model="small_cnn")], min_length=1)
     seeds: list[int] = Field([0], min_length=1, description="classifier training seeds")
     quality: QualitySpec = QualitySpec()
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -155,12 +158,9 @@ def load_spec(path: str | os.PathLike, overrides: dict[str, Any] | None = None) 
     values = read_yaml(path)
     if not isinstance(values, dict):
         raise SonosynthError(f"{path}: a spec is a YAML mapping of fields (name, data, split, ...).")
-    from sonosynth.config import deep_merge
-
     values = deep_merge(values, overrides or {})
     try:
         spec = StudySpec.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors())
-        raise SonosynthError(f"{path}: invalid spec: {problems}") from exc
+        raise SonosynthError(f"{path}: invalid spec: {format_validation_error(exc)}") from exc
     return spec

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sonosynth import __version__
 from sonosynth.device import hardware_summary
+from sonosynth.experiment.executor import Executor
 from sonosynth.experiment.runner import StudyResult, StudyRunner
 from sonosynth.experiment.spec import StudySpec
 from sonosynth.logs import run_log
@@ -43,7 +44,7 @@ def with_data_source(spec: StudySpec, data: str | os.PathLike | None) -> StudySp
 
 
 def run_study(spec: StudySpec, run_dir: str | os.PathLike, data: str | os.PathLike | None = None,
-              progress: bool = True, jobs: int = 1) -> StudyOutcome:
+              progress: bool = True, jobs: int = 1, executor: Executor | None = None) -> StudyOutcome:
     """Run a study into `run_dir` (logged to `run_dir/run.log`, progress in `run_dir/status.json`)."""
     spec = with_data_source(spec, data)
     run_dir = Path(run_dir)
@@ -54,7 +55,7 @@ def run_study(spec: StudySpec, run_dir: str | os.PathLike, data: str | os.PathLi
         state = "failed"
         try:
             runner = StudyRunner(spec, run_dir, progress=progress, on_unit=watch.finished, on_start=watch.started,
-                                 on_plan=watch.plan, jobs=jobs)
+                                 on_plan=watch.plan, jobs=jobs, executor=executor)
             result = runner.run()
             state = "finished"
         except KeyboardInterrupt:

@@ -1,7 +1,8 @@
 """The study's units of work as plain module-level functions (so worker processes can run them).
 
-Each takes its inputs and the unit's cache folder as the last argument, writes its outputs there,
-and returns nothing; no study logic lives here, only the call into the library stage.
+Each takes its inputs (already resolved: typed configs, Manifests, upstream unit folders) and the
+unit's cache folder as the last argument, writes its outputs there, and returns nothing; no study
+logic lives here, only the call into the library stage.
 """
 
 from __future__ import annotations
@@ -9,18 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sonosynth.data.manifest import Manifest
+from pydantic import BaseModel
+
+from sonosynth.atomic import write_csv_atomic
+from sonosynth.data.manifest import Manifest, concat
 from sonosynth.data.split import FoldData
-from sonosynth.experiment.spec import ClassifierSpec, QualitySpec
+from sonosynth.experiment import outputs
+from sonosynth.experiment.spec import QualitySpec, StudyClassifierSpec
 
 
-def fit_unit(kind: str, config: dict[str, Any], images: Manifest, device: str, progress: bool, folder: Path) -> None:
+def fit_unit(kind: str, config: BaseModel, images: Manifest, device: str, progress: bool, folder: Path) -> None:
     """Train one generator model on `images` into `folder/model` (the generator resumes a partial folder)."""
     from sonosynth.generators.base import create_generator
 
-    generator = create_generator(kind)
-    generator.fit(images, folder / "model", generator.config_type.model_validate(config), device=device,
-                  resume=True, progress=progress)
+    create_generator(kind).fit(images, folder / "model", config, device=device, resume=True, progress=progress)
 
 
 def sample_unit(kind: str, checkpoint: Path, n: int, label: str, settings: dict[str, Any], device: str,
@@ -48,35 +51,38 @@ def _samples_to_tensorboard(samples: Manifest, count: int = 16) -> None:
     tensorboard_events.image("samples", np.asarray(image_grid(rows, tile=96)))
 
 
-def stopping_set(train: Manifest, classifier: ClassifierSpec, seed: int) -> Manifest:
-    """The early-stopping patients of a fold's training side, carved as the classifier's training would."""
-    from sonosynth.classify.training import carve_stopping_set, load_train_config
-
-    config = load_train_config(classifier.preset, {**classifier.overrides, "seed": seed})
-    return carve_stopping_set(train, config.stop_fraction, config.seed)[1]
+def synthetic_set(sample_folders: tuple[Path, ...], root: Path) -> Manifest:
+    """The SyntheticSet that the sample units' outputs make together, in plan order, relative to `root`."""
+    return concat([Manifest.read(folder) for folder in sample_folders], root)
 
 
-def classify_unit(regime: str, classifier: ClassifierSpec, seed: int, train: Manifest, validation: Manifest,
-                  synthetic: Manifest | None, stop: Manifest, device: str, progress: bool, folder: Path) -> None:
+def classify_unit(regime: str, classifier: StudyClassifierSpec, config: BaseModel, train: Manifest,
+                  validation: Manifest, synthetic: tuple[Path, ...] | None, run_folder: Path, stop: Manifest,
+                  device: str, progress: bool, folder: Path) -> None:
     """Train one classifier under one regime (early stopping on `stop`) and score it on the real validation fold."""
+    regime_unit(regime, classifier.model, config, train, validation,
+                synthetic_set(synthetic, run_folder) if synthetic else None, stop if len(stop) else None,
+                classifier.pretrained, classifier.weights, device, progress, folder)
+
+
+def regime_unit(regime: str, model: str, config: BaseModel, train: Manifest, validation: Manifest,
+                synthetic: Manifest | None, stop: Manifest | None, pretrained: str, weights: Path | None,
+                device: str, progress: bool, folder: Path) -> None:
+    """`run_regime` into the unit folder (the `classify` command's unit, and the study's through classify_unit)."""
     from sonosynth.classify.regimes import run_regime
-    from sonosynth.classify.training import load_train_config
 
-    config = load_train_config(classifier.preset, {**classifier.overrides, "seed": seed})
-    run_regime(regime, classifier.model, FoldData(train, validation), folder, config, synthetic=synthetic,
-               stop=stop if len(stop) else None, pretrained=classifier.pretrained, weights=classifier.weights,
-               device=device, progress=progress)
+    run_regime(regime, model, FoldData(train, validation), folder, config, synthetic=synthetic, stop=stop,
+               pretrained=pretrained, weights=weights, device=device, progress=progress)
 
 
-def quality_unit(synthetic: Manifest, real: Manifest, quality: QualitySpec, classifier_dir: Path | None,
-                 device: str, held_out: Manifest | None, folder: Path) -> None:
+def quality_unit(synthetic: tuple[Path, ...], run_folder: Path, real: Manifest, quality: QualitySpec,
+                 classifier_dir: Path | None, device: str, held_out: Manifest | None, folder: Path) -> None:
     """Image-quality, memorization and automatic-reader metrics of one synthetic set.
 
     `real` is the fold's training side; the reader's real images are `held_out` (the validation fold)
     plus the training patients no synthetic image came from.
     """
     from sonosynth.classify.features import feature_extractor
-    from sonosynth.data.manifest import concat
     from sonosynth.device import resolve_device
     from sonosynth.metrics.quality.config import load_quality_config
     from sonosynth.metrics.quality.evaluate import evaluate_quality
@@ -87,12 +93,12 @@ def quality_unit(synthetic: Manifest, real: Manifest, quality: QualitySpec, clas
     else:
         extractor = feature_extractor(quality.features, inception_weights=quality.inception_weights, device=device)
     reader_real = concat([real, held_out], real.root) if held_out is not None else real
-    report = evaluate_quality(synthetic, real, extractor,
+    report = evaluate_quality(synthetic_set(synthetic, run_folder), real, extractor,
                               load_quality_config(quality.preset, {"threshold": quality.threshold,
                                                                    "reader_enabled": quality.reader}),
                               reader_real=reader_real)
-    report.table.assign(features=report.features, features_sha1=report.features_sha1).to_csv(
-        folder / "quality.csv", index=False)
-    report.memorization.to_csv(folder / "memorization.csv", index=False)
-    report.most_copied.to_csv(folder / "most_copied.csv", index=False)
-    report.reader.to_csv(folder / "reader.csv", index=False)
+    write_csv_atomic(report.table.assign(features=report.features, features_sha1=report.features_sha1),
+                     folder / outputs.QUALITY_TABLE)
+    write_csv_atomic(report.memorization, folder / outputs.QUALITY_MEMORIZATION)
+    write_csv_atomic(report.most_copied, folder / outputs.QUALITY_MOST_COPIED)
+    write_csv_atomic(report.reader, folder / outputs.QUALITY_READER)

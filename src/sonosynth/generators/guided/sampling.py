@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from sonosynth.checkpoint import load_checkpoint
+from sonosynth.config import format_validation_error
 from sonosynth.data.manifest import MANIFEST_FILENAME, Manifest
 from sonosynth.device import resolve_device
 from sonosynth.errors import SonosynthError
@@ -97,8 +98,7 @@ def resolve_settings(model: GuidedModel, overrides: dict[str, Any]) -> SampleCon
     try:
         settings = SampleConfig.model_validate({**model.config.sample.model_dump(), **overrides})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SonosynthError(f"sampling settings: {problems}") from exc
+        raise SonosynthError(f"sampling settings: {format_validation_error(exc)}") from exc
     if settings.guidance == "classifier" and model.classifier is None:
         raise SonosynthError(f"{model.path}: classifier guidance asked for, but this checkpoint was trained without "
                              "a noisy classifier; use --guidance cfg or none.")

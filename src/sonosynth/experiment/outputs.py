@@ -1,0 +1,145 @@
+"""What a finished unit leaves in its cache folder, and the check that it is still all there and readable.
+
+The cache reuses a finished unit only after its outputs pass `check`; a damaged unit (a truncated
+JSON, a CSV missing a column, a deleted sample) is named with the file at fault and recomputed,
+never trusted blindly and never allowed to crash the results collector with a parser traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from sonosynth.errors import SonosynthError
+
+CLASSIFY_METRICS = "metrics.json"
+CLASSIFY_CONFUSION = "confusion.csv"
+CLASSIFY_MODEL = "model.pt"
+QUALITY_TABLE = "quality.csv"
+QUALITY_MEMORIZATION = "memorization.csv"
+QUALITY_MOST_COPIED = "most_copied.csv"
+QUALITY_READER = "reader.csv"
+SAMPLES_DIR = "samples"
+MODEL_DIR = "model"
+
+METRIC_KEYS = ("accuracy", "balanced_accuracy", "per_class")
+PER_CLASS_KEYS = ("precision", "recall", "f1", "support")
+MEMORIZATION_COLUMNS = ("flagged",)
+
+
+class DamagedOutput(SonosynthError):
+    """A finished unit's output file is missing or unreadable."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path.name}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DamagedOutput(path, "missing")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DamagedOutput(path, f"not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise DamagedOutput(path, "not a JSON object")
+    return value
+
+
+def read_csv(path: Path, columns: tuple[str, ...] = (), **options) -> pd.DataFrame:
+    if not path.is_file():
+        raise DamagedOutput(path, "missing")
+    try:
+        table = pd.read_csv(path, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise DamagedOutput(path, f"not a readable CSV table ({str(exc).strip()})") from exc
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DamagedOutput(path, f"missing column(s) {missing}")
+    return table
+
+
+def read_metrics(folder: Path) -> dict:
+    path = folder / CLASSIFY_METRICS
+    metrics = read_json(path)
+    missing = [k for k in METRIC_KEYS if k not in metrics]
+    if missing:
+        raise DamagedOutput(path, f"missing key(s) {missing}")
+    if not isinstance(metrics["per_class"], dict) or not metrics["per_class"]:
+        raise DamagedOutput(path, "per_class holds no classes")
+    for label, values in metrics["per_class"].items():
+        if not isinstance(values, dict) or any(k not in values for k in PER_CLASS_KEYS):
+            raise DamagedOutput(path, f"per_class[{label!r}] lacks one of {list(PER_CLASS_KEYS)}")
+    return metrics
+
+
+def read_confusion(folder: Path) -> pd.DataFrame:
+    path = folder / CLASSIFY_CONFUSION
+    confusion = read_csv(path, index_col=0)
+    if confusion.empty or not all(pd.api.types.is_numeric_dtype(t) for t in confusion.dtypes):
+        raise DamagedOutput(path, "not a confusion matrix of counts")
+    return confusion
+
+
+def read_quality(folder: Path) -> pd.DataFrame:
+    table = read_csv(folder / QUALITY_TABLE)
+    if table.empty:
+        raise DamagedOutput(folder / QUALITY_TABLE, "no rows")
+    return table
+
+
+def read_memorization(folder: Path) -> pd.DataFrame:
+    return read_csv(folder / QUALITY_MEMORIZATION, MEMORIZATION_COLUMNS)
+
+
+def read_samples(folder: Path):
+    """The unit's SyntheticSet, every listed image present."""
+    from sonosynth.data.manifest import Manifest
+
+    path = folder / SAMPLES_DIR / "manifest.csv"
+    if not path.is_file():
+        raise DamagedOutput(path, "missing")
+    try:
+        manifest = Manifest.read(path)
+    except (SonosynthError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise DamagedOutput(path, str(exc).strip()) from exc
+    absent = [p for p in manifest.absolute_paths() if not p.is_file()]
+    if absent:
+        raise DamagedOutput(path, f"{len(absent)} listed image(s) are missing, e.g. {absent[0].name}")
+    return manifest
+
+
+def _check_fit(folder: Path) -> None:
+    model = folder / MODEL_DIR
+    if not model.is_dir() or not any(model.iterdir()):
+        raise DamagedOutput(model, "the checkpoint folder is missing or empty")
+
+
+def _check_classify(folder: Path) -> None:
+    read_metrics(folder)
+    read_confusion(folder)
+    if not (folder / CLASSIFY_MODEL).is_file():
+        raise DamagedOutput(folder / CLASSIFY_MODEL, "missing")
+
+
+def _check_quality(folder: Path) -> None:
+    read_quality(folder)
+    read_memorization(folder)
+
+
+CHECKS: dict[str, Callable[[Path], object]] = {
+    "fit": _check_fit,
+    "sample": read_samples,
+    "classify": _check_classify,
+    "quality": _check_quality,
+}
+
+
+def check(kind: str, folder: Path) -> None:
+    """Raise DamagedOutput when the finished unit in `folder` lacks a readable output."""
+    CHECKS[kind](folder)
