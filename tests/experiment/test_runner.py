@@ -167,13 +167,15 @@ def test_a_damaged_cached_unit_is_named_and_recomputed(smoke_study, tmp_path, ca
     assert str(target) in warning and "recomputing" in warning
     assert smoke_study.plan.of_kind(kind)[0].description in warning
     pd.testing.assert_frame_equal(result.results, smoke_study.result.results)
-    pd.testing.assert_frame_equal(result.quality, smoke_study.result.quality)
+    # The feature-space description names the reference checkpoint by its absolute path, so it differs in a copy.
+    pd.testing.assert_frame_equal(result.quality.drop(columns="features"),
+                                  smoke_study.result.quality.drop(columns="features"))
 
 
 def test_a_deleted_sample_image_recomputes_its_unit(smoke_study, tmp_path):
     run = _copy_of(smoke_study, tmp_path)
     samples = _unit_folder(run, smoke_study.plan, "sample") / "samples"
-    next(samples.glob("*.png")).unlink()
+    next(samples.rglob("*.png")).unlink()
     result = StudyRunner(smoke_spec(), run, progress=False).run()
     assert result.computed == 1
     pd.testing.assert_frame_equal(result.results, smoke_study.result.results)
