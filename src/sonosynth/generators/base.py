@@ -35,6 +35,14 @@ already written, so an interrupted generation continues and never writes more th
 A SyntheticSet is a Manifest whose rows are `origin=synthetic`, with the generator, checkpoint,
 per-image seed, sampling settings and parents (the training images) recorded for provenance; a
 model trained on many images may record its training manifest (a CSV) as the single parent.
+
+**Adding a generator** (tests/generators/test_contract.py adds a toy one in about 40 lines):
+a config class deriving from `GeneratorConfig` (with `training_schedule`/`with_training_schedule`
+to support budgets), a presets file `sonosynth/presets/<name>.yaml`, a `PretrainedGenerator`
+subclass (`_from_weights`, `weights`, `draw`; `sample_groups`/`recorded_settings` when the defaults
+do not fit), a `BaseGenerator` subclass registered with `@register_generator(name)` whose `fit` calls
+`start_fit` and then `commit_checkpoint` at each checkpoint, its package in `BUILTIN_GENERATORS`, and
+a smoke setting in the contract test. The CLI (`train`/`generate NAME`) and study specs pick it up.
 """
 
 from __future__ import annotations

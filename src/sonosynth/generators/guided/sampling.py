@@ -242,7 +242,7 @@ def generate_rounds(checkpoint: str | Path, out: str | Path, per_class: int, rou
     never writes more than `per_class` images of a label into a round.
     """
     if per_class < 1 or rounds < 1:
-        raise SonosynthError("--per-class and --rounds must be at least 1.")
+        raise SonosynthError("per_class and rounds must be at least 1.")
     if per_class * rounds > SEED_STRIDE:
         raise SonosynthError(f"at most {SEED_STRIDE} images per class over all rounds.")
     model = load_model(checkpoint, device)
