@@ -83,7 +83,7 @@ def main() -> None:
         model = load_model(ckpt, args.device)
         for guidance in ("classifier", "cfg", "none"):
             settings = resolve_settings(model, {"guidance": guidance, "sampler": "ddim", "steps": 50})
-            batch = settings.batch_size
+            batch = config.sample_batch_size
             start = time.perf_counter()
             done = 0
             while done < args.images:

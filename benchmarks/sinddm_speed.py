@@ -114,7 +114,7 @@ def _measure_sampling(args: tuple) -> dict:
     import torch
 
     from sonosynth.generators.sinddm.diffusion import DiffusionTables
-    from sonosynth.generators.sinddm.sampling import TrainedModel, generate, network_calls
+    from sonosynth.generators.sinddm.sampling import SinDDMModel, generate, network_calls
     from sonosynth.generators.sinddm.training import new_state
 
     image_path, changes, stride, n = args
@@ -123,7 +123,7 @@ def _measure_sampling(args: tuple) -> dict:
     data = _training_data(image_path, config)
     tables = DiffusionTables.build(config.timesteps, data.blur_levels)
     denoiser = new_state(config, torch.device("cpu")).ema.eval()
-    model = TrainedModel(denoiser, config, tables, data.plan.sizes, (), "x", Path("."), 0)
+    model = SinDDMModel.in_memory(denoiser, config, tables, data.plan.sizes)
     generate(model, [0], size=(64, 64))  # warm-up
     start = time.perf_counter()
     generate(model, list(range(n)))
@@ -210,7 +210,7 @@ def _train_for(args: tuple) -> dict:
     import torch
 
     from sonosynth.generators.sinddm.diffusion import DiffusionTables
-    from sonosynth.generators.sinddm.sampling import TrainedModel, generate
+    from sonosynth.generators.sinddm.sampling import SinDDMModel, generate
     from sonosynth.generators.sinddm.training import new_state, train_step
 
     image_path, preset, changes, budget, n_samples, probe_seconds, out = args
@@ -233,7 +233,7 @@ def _train_for(args: tuple) -> dict:
     while state.step < config.train_steps:
         train_step(state, data, tables, config, config.precision)
     train_seconds = time.perf_counter() - start
-    model = TrainedModel(state.ema.eval(), config, tables, data.plan.sizes, (), "x", Path("."), state.step)
+    model = SinDDMModel.in_memory(state.ema.eval(), config, tables, data.plan.sizes, state.step)
     samples = _uint8_images(generate(model, list(range(n_samples))))
     reference = _uint8_images(data.sharp[-1])[0]
     _save_grid(out, [("training", [reference]), ("samples 1-8", samples[:8]), ("samples 9-16", samples[8:16])])
@@ -243,13 +243,12 @@ def _train_for(args: tuple) -> dict:
 
 def _stride_quality(args: tuple) -> dict:
     """Sample one trained SinDDM checkpoint at several strides: the quality that fewer steps cost."""
-    import torch
 
-    from sonosynth.generators.sinddm.sampling import generate, load_trained_model, network_calls
+    from sonosynth.generators.sinddm.sampling import SinDDMModel, generate, network_calls
 
     checkpoint, strides, n, out = args
-    model = load_trained_model(checkpoint, torch.device("cpu"))
-    reference = _uint8_images(_training_data(Path(model.parents[0]), model.config).sharp[-1])[0]
+    model = SinDDMModel.from_pretrained(checkpoint, "cpu")
+    reference = _uint8_images(_training_data(model.training_images[0], model.config).sharp[-1])[0]
     generate(model, [0], size=(48, 48))  # warm-up
     results, rows = {}, [("training", [reference])]
     for stride in strides:

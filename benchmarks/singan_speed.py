@@ -18,7 +18,7 @@ import torch
 
 from sonosynth.config import load_config
 from sonosynth.generators.base import training_manifest
-from sonosynth.generators.singan.checkpoints import find_models, load_model
+from sonosynth.generators.singan.checkpoints import SinGANModel, losses_path
 from sonosynth.generators.singan.config import SinGANConfig
 from sonosynth.generators.singan.sampling import generate
 from sonosynth.generators.singan.training import fit
@@ -40,18 +40,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="singan-bench-") as tmp:
         out = args.out or Path(tmp) / "fit"
         began = time.perf_counter()
-        fit(training_manifest([args.image], "pneumonia"), out, config, device="cpu", resume=False, progress=False)
+        fit(training_manifest([args.image], "pneumonia"), out, config, device="cpu", progress=False)
         fit_seconds = time.perf_counter() - began
-        entry = find_models(out)[0]
-        losses = pd.read_csv(entry.folder / "losses.csv")
-        model = load_model(entry, torch.device("cpu"))
+        model = SinGANModel.from_pretrained(out, "cpu").pyramids[0]
+        losses = pd.read_csv(losses_path(out, model.name))
         per_scale = losses.groupby("scale")["seconds"].agg(["mean", "sum"]).reset_index()
         per_scale["shape"] = [f"{h}x{w}" for h, w in model.shapes]
         per_scale["channels"] = [config.widths(int(s))[0] for s in per_scale["scale"]]
         generate(model, [0])  # warm-up
         began = time.perf_counter()
-        for start in range(0, args.samples, config.sample_batch):
-            generate(model, list(range(start, min(args.samples, start + config.sample_batch))))
+        for start in range(0, args.samples, config.sample_batch_size):
+            generate(model, list(range(start, min(args.samples, start + config.sample_batch_size))))
         sample_seconds = time.perf_counter() - began
 
     print(f"SinGAN preset {args.preset!r} on {args.image.name}: {model.shapes[-1][0]}x{model.shapes[-1][1]} px, "
@@ -61,7 +60,7 @@ def main() -> None:
         print(f"{row.scale:>5} {row.shape:>9} {row.channels:>4} {row.mean:>8.3f} {row.sum:>8.1f}")
     print(f"total fit time: {fit_seconds:.1f} s ({fit_seconds / 60:.1f} min)")
     print(f"sampling: {args.samples / sample_seconds:.1f} samples/s at {model.shapes[-1][0]}x{model.shapes[-1][1]} "
-          f"(batch {config.sample_batch})")
+          f"(batch {config.sample_batch_size})")
 
 
 if __name__ == "__main__":

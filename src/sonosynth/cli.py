@@ -51,7 +51,7 @@ def _global_options(
 
 # Each area adds its commands from its own module (sonosynth/commands/<area>.py, a `register` function),
 # so the CLI stays thin and areas do not edit one shared file.
-COMMAND_MODULES = ("sinddm", "singan", "guided", "classify", "quality", "experiment", "reader_study")
+COMMAND_MODULES = ("generators", "classify", "quality", "experiment", "reader_study")
 
 
 def _register_command_modules() -> None:

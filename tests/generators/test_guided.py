@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from sonosynth.checkpoint import load_checkpoint
 from sonosynth.config import load_config
 from sonosynth.data.images import save_png
 from sonosynth.data.manifest import Manifest
@@ -31,7 +32,9 @@ from sonosynth.generators.guided.schedules import (
     ddpm_scheduler,
     predict_x0,
 )
-from sonosynth.generators.guided.training import CHECKPOINT_NAME, LOG_NAME, fit
+from sonosynth.generators.guided.training import LOG_NAME, fit
+
+STATE = "training_state.safetensors"
 
 
 def smoke(**overrides) -> GuidedConfig:
@@ -90,8 +93,8 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(phantom_manifest, tm
     a, b = pd.read_csv(straight / LOG_NAME), pd.read_csv(resumed / LOG_NAME)
     assert list(b["step"]) == [1, 2, 3, 4]
     np.testing.assert_allclose(a[["loss", "classifier_loss"]], b[["loss", "classifier_loss"]], rtol=1e-5)
-    sa = torch.load(straight / CHECKPOINT_NAME, weights_only=False)
-    sb = torch.load(resumed / CHECKPOINT_NAME, weights_only=False)
+    sa = load_checkpoint(straight / STATE)
+    sb = load_checkpoint(resumed / STATE)
     for key in ("denoiser", "ema", "classifier"):
         for name, tensor in sa[key].items():
             torch.testing.assert_close(tensor, sb[key][name], rtol=1e-5, atol=1e-6)
@@ -99,7 +102,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(phantom_manifest, tm
 
 def test_existing_run_needs_resume_and_same_config(phantom_manifest, tmp_path):
     fit(phantom_manifest, tmp_path / "run", tiny(steps=1, checkpoint_every=1), progress=False)
-    with pytest.raises(SonosynthError, match="--resume"):
+    with pytest.raises(SonosynthError, match="refuses to overwrite"):
         fit(phantom_manifest, tmp_path / "run", tiny(steps=2), resume=False, progress=False)
     with pytest.raises(SonosynthError, match="different config"):
         fit(phantom_manifest, tmp_path / "run", tiny(steps=2, lr=1.0), resume=True, progress=False)
@@ -117,7 +120,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(phantom_manifest, tmp
     monkeypatch.setattr(training, "denoiser_loss", poisoned)
     with pytest.raises(SonosynthError, match=r"diverged at step 3.*step 2.* is kept"):
         fit(phantom_manifest, tmp_path / "run", tiny(steps=4, checkpoint_every=1), progress=False)
-    assert torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)["step"] == 2
+    assert load_checkpoint(tmp_path / "run" / STATE)["step"] == 2
 
 
 def test_bad_training_input_is_a_clear_error(phantom_manifest, tmp_path):
@@ -136,8 +139,8 @@ def test_torchrun_two_process_ddp_smoke_run_writes_one_checkpoint(phantom_manife
          "guided", str(phantom_manifest.root), "--preset", "smoke", "--out", str(out), "--set", "image_size=16"],
         check=False, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert sorted(p.name for p in out.glob("*.pt")) == [CHECKPOINT_NAME]
-    payload = torch.load(out / CHECKPOINT_NAME, weights_only=False)
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors", STATE]
+    payload = load_checkpoint(out / STATE)
     assert payload["step"] == 4 and len(pd.read_csv(out / LOG_NAME)) == 4
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from sonosynth.checkpoint import load_checkpoint, load_weights
 from sonosynth.config import load_config
 from sonosynth.data.images import load_grayscale, save_png
 from sonosynth.errors import SonosynthError
@@ -16,7 +17,7 @@ from sonosynth.generators.sinddm.data import prepare_training_data
 from sonosynth.generators.sinddm.diffusion import DiffusionTables, forward_process
 from sonosynth.generators.sinddm.network import SinDDMDenoiser, parameter_count
 from sonosynth.generators.sinddm.pyramid import blur_level, build_pyramid, plan_pyramid
-from sonosynth.generators.sinddm.sampling import generate, load_trained_model, output_sizes
+from sonosynth.generators.sinddm.sampling import SinDDMModel, generate, output_sizes
 from sonosynth.generators.sinddm.schedule import make_schedule, sampling_timesteps, start_steps
 from sonosynth.generators.sinddm.training import draw_batch, random_crops, scale_probabilities
 
@@ -155,7 +156,7 @@ def trained(tmp_path_factory):
 
 
 def test_sampling_any_size_and_scale_multiplier(trained):
-    model = load_trained_model(trained, torch.device("cpu"))
+    model = SinDDMModel.from_pretrained(trained, "cpu")
     assert generate(model, [0], size=(40, 70)).shape == (1, 1, 40, 70)
     height, width = model.sizes[-1]
     assert generate(model, [0, 1], scale_mul=(1.0, 2.0)).shape == (2, 1, height, 2 * width)
@@ -164,7 +165,7 @@ def test_sampling_any_size_and_scale_multiplier(trained):
 
 
 def test_sampling_is_deterministic_per_seed_and_batch_independent(trained):
-    model = load_trained_model(trained, torch.device("cpu"))
+    model = SinDDMModel.from_pretrained(trained, "cpu")
     together = generate(model, [3, 4, 5])
     alone = generate(model, [4])
     torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=1e-5)
@@ -193,10 +194,15 @@ def test_resume_continues_exactly(stripe_manifest, tmp_path):
     assert len(a) == len(b) == 12
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
     assert (a["scale"] == b["scale"]).all()
-    ema_a = torch.load(straight / "checkpoint.pt", weights_only=False)["ema"]
-    ema_b = torch.load(split / "checkpoint.pt", weights_only=False)["ema"]
+    ema_a, _ = load_weights(straight / "model.safetensors")
+    ema_b, _ = load_weights(split / "model.safetensors")
     for key in ema_a:
         torch.testing.assert_close(ema_a[key], ema_b[key], atol=1e-6, rtol=1e-5)
+    state_a = load_checkpoint(straight / "training_state.safetensors")
+    state_b = load_checkpoint(split / "training_state.safetensors")
+    for key in state_a["optimizer"]["state"]:
+        for name, value in state_a["optimizer"]["state"][key].items():
+            torch.testing.assert_close(value, state_b["optimizer"]["state"][key][name], atol=1e-6, rtol=1e-5)
 
 
 def test_resume_refuses_other_config_or_images(stripe_manifest, tmp_path):
@@ -225,7 +231,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(stripe_manifest, tmp_path, mon
     with pytest.raises(SonosynthError, match="diverged.*step 8.*step 5"):
         generator.fit(stripe_manifest, tmp_path / "run", smoke_config(train_steps=20, checkpoint_every=5),
                       progress=False)
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 5
+    assert load_checkpoint(tmp_path / "run" / "training_state.safetensors")["step"] == 5
 
 
 def test_fewddm_draws_every_image_and_brings_them_to_one_size(tmp_path):
@@ -286,7 +292,7 @@ def test_crop_training_and_single_scale_and_rgb(tmp_path):
     manifest = manifest_from_images([tmp_path / "rgb.png"], label="x")
     config = smoke_config(channels=3, max_pixels=50_000, coarsest_min=42, coarsest_max=55, train_steps=3)
     folder = create_generator("sinddm").fit(manifest, tmp_path / "rgb", config, progress=False)
-    model = load_trained_model(folder, torch.device("cpu"))
+    model = SinDDMModel.from_pretrained(folder, "cpu")
     assert model.sizes == ((40, 40),)
     assert generate(model, [0]).shape == (1, 3, 40, 40)
 
@@ -324,7 +330,7 @@ def test_cli_train_and_generate(tmp_path):
     result = runner.invoke(app, ["train", "sinddm", str(tmp_path / "img.png"), "--preset", "smoke", "--out",
                                  str(tmp_path / "run"), "--set", "train_steps=4", "--label", "pneumonia"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["generate", "sinddm", str(tmp_path / "run" / "checkpoint.pt"), "-n", "2",
+    result = runner.invoke(app, ["generate", "sinddm", str(tmp_path / "run" / "generator.json"), "-n", "2",
                                  "--size", "30x45", "--out", str(tmp_path / "set")])
     assert result.exit_code == 0, result.output
     assert load_grayscale(next((tmp_path / "set" / "images" / "pneumonia").glob("*.png"))).shape == (30, 45)

@@ -10,16 +10,18 @@ import pandas as pd
 import pytest
 import torch
 
+from sonosynth.checkpoint import load_checkpoint, load_weights
+from sonosynth.commands.generators import parse_size
 from sonosynth.config import load_config
 from sonosynth.data.images import load_grayscale, save_png
 from sonosynth.data.manifest import Manifest
 from sonosynth.errors import SonosynthError
 from sonosynth.generators.base import create_generator, manifest_from_images
-from sonosynth.generators.singan.checkpoints import INDEX_FILENAME, find_models, load_model, scale_path
+from sonosynth.generators.singan.checkpoints import SinGANModel, losses_path
 from sonosynth.generators.singan.config import SinGANConfig
 from sonosynth.generators.singan.networks import PatchDiscriminator, ScaleGenerator, border
 from sonosynth.generators.singan.pyramid import plan_pyramid
-from sonosynth.generators.singan.sampling import generate, parse_size
+from sonosynth.generators.singan.sampling import generate
 from sonosynth.generators.singan.training import fit
 
 
@@ -84,22 +86,21 @@ def test_widths_double_every_four_scales_up_to_the_cap():
 def test_reconstruction_loss_falls_by_a_clear_factor(two_images, tmp_path):
     config = smoke(max_size=20, min_size=16, iterations=60, lr_drop_at=60, checkpoint_every=100)
     out = fit(two_images.where([True, False]), tmp_path / "fit", config, device="cpu", progress=False)
-    losses = pd.read_csv(out / "models" / find_models(out)[0].name / "losses.csv")
+    losses = pd.read_csv(losses_path(out, SinGANModel.from_pretrained(out, "cpu").pyramids[0].name))
     coarsest = losses[losses["scale"] == 0]["loss_rec"].to_numpy()
     assert coarsest[-5:].mean() < coarsest[:3].mean() / 4
 
 
 def test_fit_writes_one_model_per_image_with_index_and_losses(fitted, two_images):
-    index = json.loads((fitted / INDEX_FILENAME).read_text())
-    assert [m["complete"] for m in index["models"]] == [True, True]
-    assert index["config"]["iterations"] == smoke().iterations
-    for entry in find_models(fitted):
-        plan = plan_pyramid(64, 64, 0.75, 14, 24)
-        assert all(scale_path(entry.folder, k).is_file() for k in range(plan.num_scales))
-        assert not list(entry.folder.glob("*.partial.pt"))
-        losses = pd.read_csv(entry.folder / "losses.csv")
+    record = json.loads((fitted / "generator.json").read_text())
+    plan = plan_pyramid(64, 64, 0.75, 14, 24)
+    assert record["complete"] and [len(m["scales"]) for m in record["details"]["models"]] == [plan.num_scales] * 2
+    assert record["config"]["iterations"] == smoke().iterations
+    assert record["step"] == 2 * plan.num_scales * smoke().iterations
+    assert load_checkpoint(fitted / "training_state.safetensors")["partial"] is None
+    for model in SinGANModel.from_pretrained(fitted, "cpu").pyramids:
+        losses = pd.read_csv(losses_path(fitted, model.name))
         assert len(losses) == plan.num_scales * smoke().iterations
-        model = load_model(entry, torch.device("cpu"))
         assert model.scales[0].noise_amp == 1.0
         assert all(0 < s.noise_amp < 1 for s in model.scales[1:])  # 0.1 x RMSE of the reconstruction below
         assert model.scales[0].z_rec.abs().sum() > 0 and all(s.z_rec.abs().sum() == 0 for s in model.scales[1:])
@@ -120,7 +121,7 @@ def test_samples_spread_over_models_with_their_own_parents(fitted, two_images, t
 
 
 def test_samples_at_arbitrary_sizes(fitted, tmp_path):
-    model = load_model(find_models(fitted)[0], torch.device("cpu"))
+    model = SinGANModel.from_pretrained(fitted, "cpu").pyramids[0]
     for size in [(24, 24), (20, 37), (40, 30)]:
         images = generate(model, [0, 1], size)
         assert images.shape == (2, 1, *size)
@@ -133,7 +134,7 @@ def test_samples_at_arbitrary_sizes(fitted, tmp_path):
 
 
 def test_sampling_is_deterministic_per_seed_and_independent_of_batching(fitted):
-    model = load_model(find_models(fitted)[0], torch.device("cpu"))
+    model = SinGANModel.from_pretrained(fitted, "cpu").pyramids[0]
     a = generate(model, [3, 4, 5, 6])
     b = generate(model, [3, 4, 5, 6])
     assert torch.equal(a, b)
@@ -148,13 +149,7 @@ class Crash(Exception):
 
 
 def _weights(out):
-    result = {}
-    for entry in find_models(out):
-        for path in sorted(entry.folder.glob("scale_*.pt")):
-            payload = torch.load(path, weights_only=False)
-            for key, value in payload["generator"].items():
-                result[f"{entry.name}/{path.name}/{key}"] = value
-    return result
+    return load_weights(out / "model.safetensors")[0]
 
 
 def test_interrupted_fit_resumes_to_the_same_weights(two_images, tmp_path):
@@ -168,15 +163,20 @@ def test_interrupted_fit_resumes_to_the_same_weights(two_images, tmp_path):
 
     with pytest.raises(Crash):
         fit(images, tmp_path / "cut", config, device="cpu", progress=False, on_iteration=crash_mid_scale)
-    entry = find_models(tmp_path / "cut")[0]
-    assert scale_path(entry.folder, 1).is_file() and not scale_path(entry.folder, 2).is_file()
-    assert (entry.folder / "scale_02.partial.pt").is_file()
+    record = json.loads((tmp_path / "cut" / "generator.json").read_text())
+    name = record["details"]["models"][0]["name"]
+    assert len(record["details"]["models"][0]["scales"]) == 2 and not record["complete"]
+    assert record["step"] == 2 * 6 + 4
+    partial = load_checkpoint(tmp_path / "cut" / "training_state.safetensors")["partial"]
+    assert (partial["scale"], partial["iteration"]) == (2, 4)
+    with pytest.raises(SonosynthError, match="stopped after 2 of"):
+        SinGANModel.from_pretrained(tmp_path / "cut")
     resumed = fit(images, tmp_path / "cut", config, device="cpu", progress=False)
     a, b = _weights(full), _weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     drop = ["seconds"]
-    la = pd.read_csv(full / "models" / entry.name / "losses.csv").drop(columns=drop)
-    lb = pd.read_csv(resumed / "models" / entry.name / "losses.csv").drop(columns=drop)
+    la = pd.read_csv(losses_path(full, name)).drop(columns=drop)
+    lb = pd.read_csv(losses_path(resumed, name)).drop(columns=drop)
     pd.testing.assert_frame_equal(la, lb)
 
 

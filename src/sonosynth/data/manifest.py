@@ -102,6 +102,11 @@ class Manifest:
             pd.NA if pd.isna(v) else json.dumps([_relative(self.root / p, new_root) for p in json.loads(v)])
             for v in table["parents"]
         ]
+        # A synthetic row's source and checkpoint are its checkpoint folder, relative to the manifest like `path`.
+        synthetic = (table["origin"] == "synthetic").to_numpy()
+        for column in ("source", "checkpoint"):
+            table[column] = [_relative(self.root / v, new_root) if is_synthetic and not pd.isna(v) else v
+                             for v, is_synthetic in zip(table[column], synthetic, strict=True)]
         return Manifest(table.astype(COLUMNS), new_root)
 
     # ----------------------------------------------------------------- validation

@@ -4,19 +4,26 @@ classifier-free guidance and DDIM. Networks and schedules come from MONAI; the l
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from sonosynth.data.manifest import Manifest
-from sonosynth.errors import SonosynthError
-from sonosynth.generators.base import register_generator
-from sonosynth.generators.guided.config import GuidedConfig
+from sonosynth.generators.base import BaseGenerator, register_generator
+from sonosynth.generators.guided.config import GuidedConfig, GuidedSampleSettings
 
 
 @register_generator("guided")
-class GuidedGenerator:
+class GuidedGenerator(BaseGenerator):
+    """`sample` writes `n` images of the asked label (with no label, `n` dealt round-robin over the classes)."""
+
     name: ClassVar[str] = "guided"
     config_type: ClassVar[type[GuidedConfig]] = GuidedConfig
     presets: ClassVar[str] = "guided"
+
+    @property
+    def model_type(self):
+        from sonosynth.generators.guided.sampling import GuidedModel
+
+        return GuidedModel
 
     def fit(self, training: Manifest, out: Path, config: GuidedConfig, *, device: str = "auto",
             resume: bool = True, progress: bool = True) -> Path:
@@ -24,18 +31,5 @@ class GuidedGenerator:
 
         return fit(training, out, config, device=device, resume=resume, progress=progress)
 
-    def sample(self, checkpoint: Path, n: int, out: Path, *, label: str | None = None,
-               size: tuple[int, int] | None = None, seed: int = 0, device: str = "auto", progress: bool = True,
-               **settings: Any) -> Manifest:
-        """`n` images of `label` (of every trained class when label is None) at the training size."""
-        from sonosynth.generators.guided.sampling import load_model, sample_into
 
-        model = load_model(checkpoint, device, use_ema=settings.get("use_ema", True))
-        side = model.config.image_size
-        if size is not None and tuple(size) != (side, side):
-            raise SonosynthError(f"{model.path}: this model samples {side}x{side} images only (asked {size}).")
-        labels = [label] if label is not None else model.classes
-        return sample_into(model, out, {lab: n for lab in labels}, seed=seed, progress=progress, **settings)
-
-
-__all__ = ["GuidedConfig", "GuidedGenerator"]
+__all__ = ["GuidedConfig", "GuidedGenerator", "GuidedSampleSettings"]

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from sonosynth.config import StrictModel
-from sonosynth.generators.guided.schedules import ScheduleConfig
+from sonosynth.generators.base import GeneratorConfig, SampleSettings
+from sonosynth.generators.budget import Schedule
+
+
+class ScheduleConfig(StrictModel):
+    """The noise schedule (schedules.py builds MONAI's schedulers from it)."""
+
+    num_train_timesteps: int = 1000
+    schedule: Literal["linear", "cosine"] = "linear"
+    beta_start: float = 1e-4  # linear schedule only
+    beta_end: float = 2e-2
 
 
 class UNetConfig(StrictModel):
@@ -50,15 +60,13 @@ class TrainConfig(StrictModel):
     grad_clip: float = 1.0
     label_dropout: float = 0.1  # p of replacing the label with the "no label" token (classifier-free guidance)
     hflip: bool = False  # random horizontal flips of the training images
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # reduced precision applies on CUDA only
     checkpoint_every: int = 500
     log_every: int = 50
-    seed: int = 0
     threads: int | None = None  # torch CPU threads per process (None: torch's default)
 
 
 class SampleConfig(StrictModel):
-    """Defaults for sampling; every field can be overridden per call."""
+    """Defaults for sampling; every field can be overridden per call (GuidedSampleSettings)."""
 
     guidance: Literal["classifier", "cfg", "none"] = "classifier"
     scale: float = 3.0  # classifier-gradient scale, or the classifier-free weight w (w=1: plain conditional)
@@ -66,11 +74,29 @@ class SampleConfig(StrictModel):
     steps: int = 50  # DDIM steps; DDPM always walks the full schedule
     eta: float = 0.0
     conditional: bool = True  # feed the class label to the denoiser (False: the "no label" token)
-    batch_size: int = 32
     use_ema: bool = True
 
 
-class GuidedConfig(StrictModel):
+class GuidedSampleSettings(SampleSettings):
+    """Per-call overrides of the checkpoint's `sample` defaults (None: the checkpoint's value)."""
+
+    guidance: Literal["classifier", "cfg", "none"] | None = None
+    scale: float | None = None
+    sampler: Literal["ddim", "ddpm"] | None = None
+    steps: int | None = None
+    eta: float | None = None
+    conditional: bool | None = None
+    use_ema: bool | None = None
+
+    def overrides(self) -> dict:
+        return self.model_dump(exclude_none=True, exclude={"sample_batch_size"})
+
+
+class GuidedConfig(GeneratorConfig):
+    """seed, precision, sample_batch_size, budget and checkpoint_interval come from GeneratorConfig;
+    reduced precision applies on CUDA only (on the CPU the guided generator trains in fp32)."""
+
+    sample_batch_size: int = Field(32, ge=1, description="images generated together when sampling")
     image_size: int = 64
     in_channels: Literal[1, 3] = 1
     classes: list[str] | None = None  # default: every label in the training manifest
@@ -79,6 +105,19 @@ class GuidedConfig(StrictModel):
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
+
+    resumable_fields: ClassVar[frozenset[str]] = GeneratorConfig.resumable_fields | {
+        "train.steps", "train.checkpoint_every", "train.log_every", "sample"}
+
+    def training_schedule(self) -> Schedule:
+        warmup = self.train.warmup_steps
+        return Schedule(steps=self.train.steps, lr_milestones=[warmup] if warmup else [],
+                        checkpoint_every=self.train.checkpoint_every)
+
+    def with_training_schedule(self, schedule: Schedule) -> GuidedConfig:
+        train = {**self.train.model_dump(), "steps": schedule.steps, "checkpoint_every": schedule.checkpoint_every,
+                 "warmup_steps": schedule.lr_milestones[0] if schedule.lr_milestones else 0}
+        return self.model_validate({**self.model_dump(), "train": train})
 
     @model_validator(mode="after")
     def _size_divides(self) -> GuidedConfig:

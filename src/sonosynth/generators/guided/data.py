@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sonosynth.data.images import UnreadableImage, load_grayscale
 from sonosynth.data.manifest import Manifest
 from sonosynth.errors import InputDataError, SonosynthError
+from sonosynth.generators.base import load_training_image
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,8 @@ def resolve_classes(manifest: Manifest, wanted: list[str] | None) -> list[str]:
 
 
 def load_image(path, size: int, channels: int) -> np.ndarray:
-    try:
-        if channels == 1:
-            image = Image.fromarray(load_grayscale(path))
-        else:
-            with Image.open(path) as opened:
-                image = opened.convert("RGB")
-    except (UnreadableImage, OSError) as exc:
-        raise InputDataError(f"{path}: cannot be read as an image ({exc}); fix or remove its manifest row.") from exc
+    """(C, size, size) float32 in 0..255: the shared training-image loader, then a bicubic resize."""
+    image = Image.fromarray(load_training_image(path, channels))
     array = np.asarray(image.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 

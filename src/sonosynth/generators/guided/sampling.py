@@ -8,8 +8,6 @@ guidance mixes the conditional and "no label" predictions: eps_u + w * (eps_c - 
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +17,18 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
-from sonosynth.checkpoint import load_checkpoint
 from sonosynth.config import format_validation_error
 from sonosynth.data.manifest import MANIFEST_FILENAME, Manifest
-from sonosynth.device import resolve_device
 from sonosynth.errors import SonosynthError
-from sonosynth.generators.base import SyntheticSetWriter, to_uint8
-from sonosynth.generators.guided.config import GuidedConfig, SampleConfig
+from sonosynth.generators.base import (
+    CheckpointRecord,
+    PretrainedGenerator,
+    SampleGroup,
+    round_robin,
+    to_uint8,
+    write_synthetic_set,
+)
+from sonosynth.generators.guided.config import GuidedConfig, GuidedSampleSettings, SampleConfig
 from sonosynth.generators.guided.networks import build_classifier, build_denoiser, null_label
 from sonosynth.generators.guided.schedules import (
     alphas_cumprod,
@@ -35,62 +38,105 @@ from sonosynth.generators.guided.schedules import (
     predict_eps,
     predict_x0,
 )
-from sonosynth.generators.guided.training import CHECKPOINT_NAME, TRAINING_MANIFEST_DIR
-from sonosynth.progress import task as progress_task
+from sonosynth.generators.guided.training import TRAINING_MANIFEST_DIR
 
 SEED_STRIDE = 1_000_000  # seeds of class k start at base + k * SEED_STRIDE, so classes never share noise
 GENERATOR_NAME = "guided"
 
 
-@dataclass(frozen=True)
-class GuidedModel:
-    """A trained checkpoint ready to sample: networks in eval mode plus what they were trained with."""
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
-    path: Path  # the checkpoint file
+
+class GuidedModel(PretrainedGenerator):
+    """A trained checkpoint ready to sample: networks in eval mode plus what they were trained with.
+
+    `n` images of the asked label per call (with no label, `n` dealt round-robin over the classes);
+    class k's image i has seed `seed + k * SEED_STRIDE + i`.
+    """
+
+    kind = "guided"
+    config_type = GuidedConfig
+    settings_type = GuidedSampleSettings
     config: GuidedConfig
-    classes: list[str]
-    denoiser: nn.Module
-    classifier: nn.Module | None
-    abar: torch.Tensor
-    device: torch.device
+
+    def __init__(self, folder: Path, record: CheckpointRecord, config: GuidedConfig, tensors: dict[str, torch.Tensor],
+                 device: torch.device, use_ema: bool = True) -> None:
+        super().__init__(folder, record, config)
+        self.classes: list[str] = list(record.details["classes"])
+        self.device = device
+        self.tensors = tensors
+        self.abar = alphas_cumprod(config.schedule)
+        self.classifier: nn.Module | None = None
+        if any(k.startswith("classifier.") for k in tensors):
+            classifier = build_classifier(config, len(self.classes))
+            classifier.load_state_dict(_prefixed(tensors, "classifier."))
+            self.classifier = classifier.to(device).eval()
+        self.use_ema: bool | None = None
+        self.denoiser: nn.Module
+        self.select(use_ema)
 
     @property
-    def folder(self) -> Path:
-        return self.path.parent
+    def path(self) -> Path:
+        return self.folder
+
+    def select(self, use_ema: bool) -> GuidedModel:
+        """Load the EMA (default) or the raw denoiser weights."""
+        if use_ema != self.use_ema:
+            denoiser = build_denoiser(self.config, len(self.classes))
+            denoiser.load_state_dict(_prefixed(self.tensors, "ema." if use_ema else "denoiser."))
+            self.denoiser, self.use_ema = denoiser.to(self.device).eval(), use_ema
+        return self
+
+    @classmethod
+    def _from_weights(cls, folder: Path, record: CheckpointRecord, config: GuidedConfig,
+                      tensors: dict[str, torch.Tensor], device: torch.device) -> GuidedModel:
+        return cls(folder, record, config, tensors, device)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return self.tensors
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Also the training manifest (the parents of every sample), rebased into the new folder."""
+        folder = super().save_pretrained(folder)
+        Manifest.read(self.folder / TRAINING_MANIFEST_DIR).rebased(folder / TRAINING_MANIFEST_DIR).write()
+        return folder
 
     def class_index(self, label: str) -> int:
         if label not in self.classes:
-            raise SonosynthError(f"{self.path}: label {label!r} was not trained; this checkpoint knows {self.classes}.")
+            raise SonosynthError(f"{self.folder}: label {label!r} was not trained; this checkpoint knows {self.classes}.")
         return self.classes.index(label)
 
+    def sample_groups(self, n: int, label: str | None, seed: int) -> list[SampleGroup]:
+        parents = [self.folder / TRAINING_MANIFEST_DIR / MANIFEST_FILENAME]
+        if label is not None:
+            counts = {label: n}
+        else:
+            counts = {c: len(s) for c, s in zip(self.classes, round_robin(n, len(self.classes), 0), strict=True)}
+        groups = []
+        for name, count in counts.items():
+            k = self.class_index(name)
+            if count:
+                groups.append(SampleGroup(self.folder.name, name, parents, image_seeds(seed, k, count), member=k))
+        return groups
 
-def checkpoint_file(checkpoint: str | Path) -> Path:
-    path = Path(checkpoint)
-    return path / CHECKPOINT_NAME if path.is_dir() else path
+    def draw(self, group: SampleGroup, seeds: list[int], size: tuple[int, int] | None,
+             settings: GuidedSampleSettings) -> np.ndarray:
+        resolved = resolve_settings(self, settings.overrides())
+        self.select(resolved.use_ema)
+        return to_uint8(sample_batch(self, [group.member] * len(seeds), seeds, resolved).cpu().numpy())
+
+    def recorded_settings(self, size: tuple[int, int] | None, settings: GuidedSampleSettings) -> dict[str, Any]:
+        side = self.config.image_size
+        if size is not None and tuple(size) != (side, side):
+            raise SonosynthError(f"{self.folder}: this model samples {side}x{side} images only (asked {size}).")
+        return recorded_settings(self, resolve_settings(self, settings.overrides()))
 
 
 def load_model(checkpoint: str | Path, device: str = "auto", use_ema: bool = True) -> GuidedModel:
-    path = checkpoint_file(checkpoint)
-    payload = load_checkpoint(path)
-    if payload.get("generator") != GENERATOR_NAME:
-        raise SonosynthError(f"{path}: not a guided-diffusion checkpoint.")
-    config = GuidedConfig.model_validate(payload["config"])
-    classes = list(payload["classes"])
-    target = resolve_device(device)
-    denoiser = build_denoiser(config, len(classes))
-    if use_ema:
-        # AveragedModel keeps the averaged copy under "module." next to its own counter.
-        weights = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}
-    else:
-        weights = payload["denoiser"]
-    denoiser.load_state_dict(weights)
-    classifier = None
-    if payload.get("classifier") is not None:
-        classifier = build_classifier(config, len(classes))
-        classifier.load_state_dict(payload["classifier"])
-        classifier = classifier.to(target).eval()
-    return GuidedModel(path, config, classes, denoiser.to(target).eval(), classifier,
-                       alphas_cumprod(config.schedule), target)
+    model = GuidedModel.from_pretrained(checkpoint, device)
+    assert isinstance(model, GuidedModel)
+    return model.select(use_ema)
 
 
 def resolve_settings(model: GuidedModel, overrides: dict[str, Any]) -> SampleConfig:
@@ -101,7 +147,7 @@ def resolve_settings(model: GuidedModel, overrides: dict[str, Any]) -> SampleCon
         raise SonosynthError(f"sampling settings: {format_validation_error(exc)}") from exc
     if settings.guidance == "classifier" and model.classifier is None:
         raise SonosynthError(f"{model.path}: classifier guidance asked for, but this checkpoint was trained without "
-                             "a noisy classifier; use --guidance cfg or none.")
+                             "a noisy classifier; use --set guidance=cfg or none.")
     if settings.sampler == "ddim":
         ddim_timesteps(model.config.schedule.num_train_timesteps, settings.steps)  # validates the step count
     return settings
@@ -176,48 +222,15 @@ def image_seeds(base: int, class_index: int, count: int, offset: int = 0) -> lis
     return list(range(start, start + count))
 
 
-def _writer(model: GuidedModel, out: Path, label: str, settings: dict[str, Any]) -> SyntheticSetWriter:
-    parents = [model.folder / TRAINING_MANIFEST_DIR / MANIFEST_FILENAME]
-    writer = SyntheticSetWriter(out, GENERATOR_NAME, model.folder, parents, settings, label)
-    clash = [r["path"] for r in writer.rows.values() if r["label"] == label and r["settings"] != writer.settings]
-    if clash:
-        raise SonosynthError(f"{out} already holds {label!r} images sampled with other settings "
-                             f"({json.loads(writer.rows[clash[0]]['settings'])}); use another --out.")
-    return writer
-
-
 def sample_into(model: GuidedModel, out: str | Path, per_class: dict[str, int], seed: int = 0, seed_offset: int = 0,
                 progress: bool = True, **overrides: Any) -> Manifest:
     """Write `per_class[label]` images of each label into the SyntheticSet `out`; resumes by seed."""
-    out = Path(out)
-    settings = resolve_settings(model, overrides)
-    record = recorded_settings(model, settings)
-    jobs = []
+    settings = GuidedSampleSettings.model_validate(overrides)
+    manifest = Manifest.from_rows([], out)
     for label, count in per_class.items():
-        k = model.class_index(label)
-        writer = _writer(model, out, label, record)
-        for start in range(0, count, settings.batch_size):
-            seeds = image_seeds(seed, k, min(settings.batch_size, count - start), seed_offset + start)
-            missing = writer.missing_seeds(seeds)
-            if missing:
-                jobs.append((label, k, missing))
-    bar = progress_task("guided sampling", sum(len(seeds) for _, _, seeds in jobs), unit="image",
-                        enabled=progress and bool(jobs))
-    for label, k, seeds in jobs:
-        writer = _writer(model, out, label, record)  # re-read: the manifest holds every label's rows so far
-        images = to_uint8(sample_batch(model, [k] * len(seeds), seeds, settings).cpu().numpy())
-        try:
-            for s, image in zip(seeds, images, strict=True):
-                writer.add(s, image)
-            writer.flush()
-        except OSError as exc:
-            raise SonosynthError(f"{out}: could not write samples ({exc}); images already written are kept. "
-                                 "Free disk space and re-run the same command to continue.") from exc
-        bar.advance(len(seeds))
-    bar.close()
-    if not (out / MANIFEST_FILENAME).is_file():
-        return Manifest.from_rows([], out)
-    return Manifest.read(out / MANIFEST_FILENAME)
+        manifest = write_synthetic_set(model, GENERATOR_NAME, count, out, label=label, size=None,
+                                       seed=seed + seed_offset, settings=settings, progress=progress)
+    return manifest
 
 
 def generate_rounds(checkpoint: str | Path, out: str | Path, per_class: int, rounds: int = 1,
@@ -229,10 +242,10 @@ def generate_rounds(checkpoint: str | Path, out: str | Path, per_class: int, rou
     never writes more than `per_class` images of a label into a round.
     """
     if per_class < 1 or rounds < 1:
-        raise SonosynthError("--per-class and --rounds must be at least 1.")
+        raise SonosynthError("per_class and rounds must be at least 1.")
     if per_class * rounds > SEED_STRIDE:
         raise SonosynthError(f"at most {SEED_STRIDE} images per class over all rounds.")
-    model = load_model(checkpoint, device, use_ema=overrides.get("use_ema", True))
+    model = load_model(checkpoint, device)
     wanted = labels or model.classes
     for label in wanted:
         model.class_index(label)
@@ -246,7 +259,7 @@ def classify_images(model: GuidedModel, manifest: Manifest, t: int = 0, batch_si
     from sonosynth.generators.guided.data import load_image
 
     if model.classifier is None:
-        raise SonosynthError(f"{model.path}: this checkpoint has no noisy classifier.")
+        raise SonosynthError(f"{model.folder}: this checkpoint has no noisy classifier.")
     size, channels = model.config.image_size, model.config.in_channels
     paths = manifest.absolute_paths()
     predicted: list[int] = []

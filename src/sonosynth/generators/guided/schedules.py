@@ -7,21 +7,12 @@ mean, or the predicted noise) and DDIM with guidance must pair each timestep wit
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-from sonosynth.config import StrictModel
+from sonosynth.generators.guided.config import ScheduleConfig
 
 MONAI_SCHEDULES = {"linear": "linear_beta", "cosine": "cosine"}
-
-
-class ScheduleConfig(StrictModel):
-    num_train_timesteps: int = 1000
-    schedule: Literal["linear", "cosine"] = "linear"
-    beta_start: float = 1e-4  # linear schedule only
-    beta_end: float = 2e-2
 
 
 def _schedule_args(config: ScheduleConfig) -> dict:

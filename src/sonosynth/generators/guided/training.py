@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,16 +19,24 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from sonosynth.atomic import write_text_atomic
-from sonosynth.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from sonosynth.checkpoint import capture_rng_state, restore_rng_state
 from sonosynth.data.manifest import Manifest
-from sonosynth.device import autocast
+from sonosynth.device import autocast, resolve_precision
 from sonosynth.errors import SonosynthError
+from sonosynth.generators.base import (
+    CheckpointClock,
+    CheckpointRecord,
+    FitStart,
+    commit_checkpoint,
+    load_training_state,
+    start_fit,
+)
+from sonosynth.generators.budget import measure_step_rate
 from sonosynth.generators.guided.config import GuidedConfig
 from sonosynth.generators.guided.data import (
     TrainingTensors,
@@ -40,10 +50,9 @@ from sonosynth.generators.guided.schedules import ddpm_scheduler
 from sonosynth.progress import task as progress_task
 
 log = logging.getLogger(__name__)
-CHECKPOINT_NAME = "checkpoint.pt"
+
 LOG_NAME = "train_log.csv"
 EVAL_NAME = "classifier_eval.csv"
-CONFIG_NAME = "config.yaml"
 TRAINING_MANIFEST_DIR = "training"  # a copy of the training manifest, the parents of every sample
 
 
@@ -74,14 +83,13 @@ def build_models(config: GuidedConfig, num_classes: int, device: torch.device) -
         classifier = build_classifier(config, num_classes).to(device)
         classifier_optimizer = torch.optim.AdamW(classifier.parameters(), lr=config.classifier.lr,
                                                  weight_decay=config.classifier.weight_decay)
-    use_scaler = device.type == "cuda" and config.train.precision == "fp16"
+    use_scaler = _precision(config, device) == "fp16"
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     return Models(denoiser, ema, optimizer, lr_schedule, classifier, classifier_optimizer, scaler)
 
 
-def _state(models: Models, config: GuidedConfig, classes: list[str], held_out: np.ndarray) -> dict:
+def _training_state(models: Models, held_out: np.ndarray) -> dict:
     return {
-        "generator": "guided", "config": config.model_dump(mode="json"), "classes": classes, "step": models.step,
         "denoiser": models.denoiser.state_dict(), "ema": models.ema.state_dict(),
         "optimizer": models.optimizer.state_dict(), "lr_schedule": models.lr_schedule.state_dict(),
         "classifier": models.classifier.state_dict() if models.classifier else None,
@@ -89,6 +97,16 @@ def _state(models: Models, config: GuidedConfig, classes: list[str], held_out: n
         "grad_scaler": models.scaler.state_dict(), "rng": capture_rng_state(), "log": list(models.log),
         "held_out": held_out.tolist(),
     }
+
+
+def sampling_weights(models: Models) -> dict[str, torch.Tensor]:
+    """model.safetensors: the EMA denoiser (sampling's default), the raw denoiser and the noisy classifier."""
+    weights = {f"ema.{k.removeprefix('module.')}": v for k, v in models.ema.state_dict().items()
+               if k.startswith("module.")}
+    weights.update({f"denoiser.{k}": v for k, v in models.denoiser.state_dict().items()})
+    if models.classifier is not None:
+        weights.update({f"classifier.{k}": v for k, v in models.classifier.state_dict().items()})
+    return weights
 
 
 def _restore(models: Models, payload: dict) -> None:
@@ -105,12 +123,6 @@ def _restore(models: Models, payload: dict) -> None:
     restore_rng_state(payload["rng"])
 
 
-def _comparable(config: dict) -> dict:
-    """Config without the fields a resumed run may change (how long to train, how often to write)."""
-    train = {k: v for k, v in config["train"].items() if k not in ("steps", "checkpoint_every", "log_every")}
-    return {**config, "train": train, "sample": None}
-
-
 def _step_generator(seed: int, step: int, rank: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 64 + rank) * 8 + stream)
 
@@ -118,7 +130,7 @@ def _step_generator(seed: int, step: int, rank: int, stream: int) -> torch.Gener
 def denoiser_loss(denoiser: nn.Module, data: TrainingTensors, config: GuidedConfig, scheduler,
                   step: int, rank: int, device: torch.device) -> torch.Tensor:
     """Epsilon-prediction MSE on a random batch at random timesteps, labels dropped with p=label_dropout."""
-    gen = _step_generator(config.train.seed, step, rank, 0)
+    gen = _step_generator(config.seed, step, rank, 0)
     batch = config.train.batch_size
     index = torch.randint(0, len(data.labels), (batch,), generator=gen)
     x0 = data.images[index]
@@ -140,7 +152,7 @@ def denoiser_loss(denoiser: nn.Module, data: TrainingTensors, config: GuidedConf
 def classifier_loss(classifier: nn.Module, data: TrainingTensors, train_index: torch.Tensor, config: GuidedConfig,
                     scheduler, step: int, rank: int, device: torch.device) -> torch.Tensor:
     """Cross-entropy of the classifier on x_t at uniformly random t, so its gradient is useful mid-trajectory."""
-    gen = _step_generator(config.train.seed, step, rank, 1)
+    gen = _step_generator(config.seed, step, rank, 1)
     batch = config.classifier.batch_size
     index = train_index[torch.randint(0, len(train_index), (batch,), generator=gen)]
     x0, labels = data.images[index], data.labels[index]
@@ -156,7 +168,7 @@ def classifier_loss(classifier: nn.Module, data: TrainingTensors, train_index: t
 
 
 def _precision(config: GuidedConfig, device: torch.device) -> str:
-    return config.train.precision if device.type == "cuda" else "fp32"
+    return resolve_precision(config.precision, device) if device.type == "cuda" else "fp32"
 
 
 @torch.no_grad()
@@ -185,69 +197,71 @@ def classifier_accuracy_by_t(classifier: nn.Module, data: TrainingTensors, index
     return pd.DataFrame(rows)
 
 
-def _write_outputs(out: Path, models: Models, config: GuidedConfig, classes: list[str], held_out: np.ndarray,
+def _write_outputs(out: Path, models: Models, start: FitStart, classes: list[str], held_out: np.ndarray,
                    accuracy: pd.DataFrame | None) -> None:
-    """Checkpoint, log and evaluation, each atomic; a full disk leaves the previous checkpoint intact."""
-    path = out / CHECKPOINT_NAME
+    """Checkpoint (the shared layout), log and evaluation, each atomic; a full disk keeps the previous ones."""
+    config: GuidedConfig = start.config
+    record = CheckpointRecord(kind="guided", config=config.model_dump(mode="json"), budget=start.budget,
+                              training_images=start.images, step=models.step,
+                              complete=models.step >= config.train.steps, details={"classes": classes})
     try:
-        save_checkpoint(path, _state(models, config, classes, held_out))
         write_text_atomic(out / LOG_NAME, pd.DataFrame(models.log).to_csv(index=False))
         if accuracy is not None:
             write_text_atomic(out / EVAL_NAME, accuracy.assign(step=models.step).to_csv(index=False))
+        commit_checkpoint(out, record, sampling_weights(models), _training_state(models, held_out))
     except OSError as exc:
-        raise SonosynthError(f"{path}: could not write the checkpoint ({exc}); the previous checkpoint is intact. "
-                             "Free disk space and re-run with --resume.") from exc
+        raise SonosynthError(f"{out}: could not write the checkpoint ({exc}); the previous checkpoint is intact. "
+                             "Free disk space and re-run the same command to resume.") from exc
 
 
-def _prepare_out(out: Path, training: Manifest, config: GuidedConfig, classes: list[str]) -> None:
+def _prepare_out(out: Path, training: Manifest, classes: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / CONFIG_NAME, yaml.safe_dump({**config.model_dump(mode="json"), "classes_trained": classes},
-                                                        sort_keys=False))
     training.with_labels(classes).rebased(out / TRAINING_MANIFEST_DIR).write()
 
 
-def _load_resume(out: Path, config: GuidedConfig, classes: list[str], resume: bool) -> dict | None:
-    path = out / CHECKPOINT_NAME
-    if not path.is_file():
-        return None
-    payload = load_checkpoint(path)
-    if not resume:
-        raise SonosynthError(f"{out} already holds a training run (step {payload['step']}); pass --resume to "
-                             "continue it, or choose another --out.")
-    if _comparable(payload["config"]) != _comparable(config.model_dump(mode="json")):
-        raise SonosynthError(f"{path}: was trained with a different config; only train.steps (and how often to "
-                             "log/checkpoint) may change on --resume. Use another --out for a new config.")
-    if payload["classes"] != classes:
-        raise SonosynthError(f"{path}: was trained on classes {payload['classes']}, the manifest now gives {classes}.")
-    return payload
-
-
 def fit(training: Manifest, out: str | Path, config: GuidedConfig, *, device: str = "auto", resume: bool = True,
-        progress: bool = True) -> Path:
+        progress: bool = True, on_step: Callable[[int], None] | None = None) -> Path:
     """Train (or continue training) into `out`; returns the checkpoint folder. Under torchrun, every rank calls this."""
     out = Path(out)
     group = join_process_group(device)
     try:
-        return _fit(training, out, config, group, resume, progress)
+        classes = resolve_classes(training, config.classes)
+        if group.distributed and config.budget is not None:
+            raise SonosynthError("a training budget is measured on one process; under torchrun give train.steps.")
+
+        def probe(probe_config: GuidedConfig) -> float:
+            probe_config = probe_config.model_copy(update={"budget": None, "checkpoint_interval": "1000h"})
+            probe_config = probe_config.with_training_schedule(probe_config.training_schedule().model_copy(
+                update={"steps": 10**9, "checkpoint_every": 10**9}))
+            with tempfile.TemporaryDirectory(prefix="sonosynth-probe-") as scratch:
+                start = FitStart(probe_config, None, None, [])
+                return measure_step_rate(lambda tick: _fit(training, Path(scratch), start, classes, group, False,
+                                                           lambda _: tick()))
+
+        start = start_fit("guided", ("guided",), training, out, config, resume, probe=probe)
+        if start.record is not None and start.record.details.get("classes") != classes:
+            raise SonosynthError(f"{out}: was trained on classes {start.record.details.get('classes')}, the manifest "
+                                 f"now gives {classes}.")
+        return _fit(training, out, start, classes, group, progress, on_step)
     finally:
         group.close()
 
 
-def _fit(training: Manifest, out: Path, config: GuidedConfig, group: ProcessGroup, resume: bool,
-         progress: bool) -> Path:
+def _fit(training: Manifest, out: Path, start: FitStart, classes: list[str], group: ProcessGroup, progress: bool,
+         on_step: Callable[[int], None] | None) -> Path:
+    config: GuidedConfig = start.config
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     device = group.device
-    classes = resolve_classes(training, config.classes)
     data = load_training_tensors(training, classes, config.image_size, config.in_channels)
-    train_index, held_out = held_out_split(data, config.classifier.held_out_fraction, config.train.seed)
+    train_index, held_out = held_out_split(data, config.classifier.held_out_fraction, config.seed)
     train_index_t = torch.as_tensor(train_index)
-    payload = _load_resume(out, config, classes, resume)
+    payload = load_training_state(out, start.record) if start.record is not None else None
     group.barrier()  # every rank has read the old checkpoint before rank 0 may replace it
     if group.is_main:
-        _prepare_out(out, training, config, classes)
+        _prepare_out(out, training, classes)
 
-    torch.manual_seed(config.train.seed)  # identical initial weights on every rank
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
     models = build_models(config, len(classes), device)
     if payload is not None:
         _restore(models, payload)
@@ -257,29 +271,36 @@ def _fit(training: Manifest, out: Path, config: GuidedConfig, group: ProcessGrou
         classifier = DistributedDataParallel(models.classifier) if models.classifier is not None else None
     scheduler = ddpm_scheduler(config.schedule)
     last_saved = models.step if payload is not None else None
+    # The wall-time rule would let ranks disagree on when to checkpoint (a barrier), so DDP uses steps only.
+    clock = CheckpointClock(config.train.checkpoint_every,
+                            float("inf") if group.distributed else config.checkpoint_seconds)
 
     steps = range(models.step, config.train.steps)
     bar = progress_task("guided diffusion", config.train.steps, completed=models.step, unit="step", tag="guided",
                         enabled=progress and group.is_main)
-    for step in steps:
-        torch.manual_seed(config.train.seed * 7919 + step * 31 + group.rank)  # dropout layers, per step
-        loss = denoiser_loss(denoiser, data, config, scheduler, step, group.rank, device)
-        c_loss = (classifier_loss(classifier, data, train_index_t, config, scheduler, step, group.rank, device)
-                  if classifier is not None else torch.zeros((), device=device))
-        if not group.all_true(math.isfinite(loss.item()) and math.isfinite(c_loss.item())):
-            kept = (f"the last good checkpoint (step {last_saved}) is kept in {out / CHECKPOINT_NAME}"
-                    if last_saved is not None else "no checkpoint had been written yet")
-            raise SonosynthError(f"training diverged at step {step + 1}: loss {loss.item():.4g}, classifier loss "
-                                 f"{c_loss.item():.4g}; {kept}. Lower train.lr or use fp32, then --resume.")
-        _optimize(models, loss, c_loss, config)
-        models.step = step + 1
-        models.log.append({"step": models.step, "loss": loss.item(), "classifier_loss": c_loss.item(),
-                           "lr": models.optimizer.param_groups[0]["lr"]})
-        bar.update(models.step, **{k: v for k, v in models.log[-1].items() if k != "step"})
-        if models.step % config.train.checkpoint_every == 0 or models.step == config.train.steps:
-            _checkpoint(out, models, config, classes, data, held_out, scheduler, group)
-            last_saved = models.step
-    bar.close()
+    try:
+        for step in steps:
+            torch.manual_seed(config.seed * 7919 + step * 31 + group.rank)  # dropout layers, per step
+            loss = denoiser_loss(denoiser, data, config, scheduler, step, group.rank, device)
+            c_loss = (classifier_loss(classifier, data, train_index_t, config, scheduler, step, group.rank, device)
+                      if classifier is not None else torch.zeros((), device=device))
+            if not group.all_true(math.isfinite(loss.item()) and math.isfinite(c_loss.item())):
+                kept = (f"the last good checkpoint (step {last_saved}) is kept in {out}"
+                        if last_saved is not None else "no checkpoint had been written yet")
+                raise SonosynthError(f"training diverged at step {step + 1}: loss {loss.item():.4g}, classifier "
+                                     f"loss {c_loss.item():.4g}; {kept}. Lower train.lr or use fp32, then resume.")
+            _optimize(models, loss, c_loss, config)
+            models.step = step + 1
+            models.log.append({"step": models.step, "loss": loss.item(), "classifier_loss": c_loss.item(),
+                               "lr": models.optimizer.param_groups[0]["lr"]})
+            bar.update(models.step, **{k: v for k, v in models.log[-1].items() if k != "step"})
+            if clock.due(models.step, config.train.steps):
+                _checkpoint(out, models, start, classes, data, held_out, scheduler, group)
+                last_saved = models.step
+            if on_step is not None:
+                on_step(models.step)
+    finally:
+        bar.close()
     if payload is not None and models.step == int(payload["step"]) and group.is_main:
         log.info("%s: already trained for %d steps; nothing to do.", out, models.step)
     group.barrier()
@@ -303,13 +324,14 @@ def _optimize(models: Models, loss: torch.Tensor, c_loss: torch.Tensor, config: 
     models.ema.update_parameters(models.denoiser)
 
 
-def _checkpoint(out: Path, models: Models, config: GuidedConfig, classes: list[str], data: TrainingTensors,
+def _checkpoint(out: Path, models: Models, start: FitStart, classes: list[str], data: TrainingTensors,
                 held_out: np.ndarray, scheduler, group: ProcessGroup) -> None:
+    config: GuidedConfig = start.config
     if group.is_main:
         accuracy = None
         if models.classifier is not None and len(held_out):
             accuracy = classifier_accuracy_by_t(models.classifier, data, held_out, config, scheduler, group.device)
-        _write_outputs(out, models, config, classes, held_out, accuracy)
+        _write_outputs(out, models, start, classes, held_out, accuracy)
         recent = models.log[-config.train.log_every:]
         message = (f"step {models.step}: loss {np.mean([r['loss'] for r in recent]):.4f}, "
                    f"classifier loss {np.mean([r['classifier_loss'] for r in recent]):.4f}")

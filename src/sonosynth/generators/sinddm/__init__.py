@@ -8,74 +8,61 @@ method, and `pyramid.py` for where the official code and the paper differ.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from sonosynth.data.manifest import Manifest
-from sonosynth.device import resolve_device
-from sonosynth.errors import SonosynthError
-from sonosynth.generators.base import SyntheticSetWriter, register_generator, to_uint8
-from sonosynth.generators.sinddm.config import SinDDMConfig
-from sonosynth.progress import task as progress_task
+from sonosynth.generators.base import BaseGenerator, FitStart, register_generator, single_label, start_fit
+from sonosynth.generators.sinddm.config import SinDDMConfig, SinDDMSampleSettings
 
-_SETTING_NAMES = ("stride", "scale_mul", "gamma_max", "batch_size", "precision")
+KINDS = ("sinddm", "fewddm")
 
 
 @register_generator("sinddm")
-class SinDDMGenerator:
+class SinDDMGenerator(BaseGenerator):
     """SinDDM on one image, FewDDM on several: each training step draws one of the k images at random."""
 
     name: ClassVar[str] = "sinddm"
     config_type: ClassVar[type[SinDDMConfig]] = SinDDMConfig
     presets: ClassVar[str] = "sinddm"
 
+    @property
+    def model_type(self):  # the torch-heavy module loads on first use
+        from sonosynth.generators.sinddm.sampling import SinDDMModel
+
+        return SinDDMModel
+
     def fit(self, training: Manifest, out: Path, config: SinDDMConfig, *, device: str = "auto",
             resume: bool = True, progress: bool = True) -> Path:
-        from sonosynth.generators.sinddm.data import load_training_arrays, prepare_training_data
+        from sonosynth.device import resolve_device
+        from sonosynth.generators.base import load_training_images
+        from sonosynth.generators.budget import measure_step_rate
+        from sonosynth.generators.sinddm.data import prepare_training_data
         from sonosynth.generators.sinddm.training import train
 
-        labels = sorted(set(training.labels))
-        if len(labels) > 1:
-            raise SonosynthError(f"SinDDM trains on images of one class; the manifest mixes {labels}. "
-                                 "Select one label first (Manifest.with_labels).")
-        data = prepare_training_data(load_training_arrays(training, config.channels), config)
-        parents = [str(path) for path in training.absolute_paths()]
-        return train(data, config, Path(out), resolve_device(device), parents=parents, label=labels[0],
-                     resume=resume, progress=progress)
+        label = single_label(training, "SinDDM")
+        torch_device = resolve_device(device)
+        data = None
 
-    def sample(self, checkpoint: Path, n: int, out: Path, *, label: str | None = None,
-               size: tuple[int, int] | None = None, seed: int = 0, device: str = "auto",
-               progress: bool = True, **settings: Any) -> Manifest:
-        from sonosynth.generators.sinddm.sampling import (
-            generate,
-            load_trained_model,
-            network_calls,
-            sampling_settings,
-        )
+        def probe(probe_config: SinDDMConfig) -> float:
+            # The real training loop on these images, into a scratch folder, timed per step.
+            probe_config = probe_config.model_copy(update={"budget": None, "train_steps": 10**9,
+                                                           "checkpoint_every": 10**9, "checkpoint_interval": "1000h"})
+            with tempfile.TemporaryDirectory(prefix="sonosynth-probe-") as scratch:
+                start = FitStart(probe_config, None, None, [])
+                return measure_step_rate(lambda tick: train(prepared(), start, Path(scratch), torch_device,
+                                                            kind=self.name, label=label, progress=False,
+                                                            on_step=lambda _: tick()))
 
-        unknown = sorted(set(settings) - set(_SETTING_NAMES))
-        if unknown:
-            raise SonosynthError(f"unknown SinDDM sampling setting(s) {unknown}; known: {list(_SETTING_NAMES)}.")
-        if n < 0:
-            raise SonosynthError(f"cannot sample {n} images.")
-        model = load_trained_model(checkpoint, resolve_device(device))
-        batch_size = int(settings.pop("batch_size", None) or model.config.sample_batch_size)
-        writer = SyntheticSetWriter(out, self.name, model.path.parent, model.parents,
-                                    sampling_settings(model, size, **settings), label or model.label)
-        missing = writer.missing_seeds(range(seed, seed + n))
-        batches = [missing[i:i + batch_size] for i in range(0, len(missing), batch_size)]
-        calls = max(1, network_calls(model, settings.get("stride") or model.config.sample_stride))
-        # Progress counts images, advanced a fraction per network call, so a one-batch call still moves.
-        with progress_task("SinDDM sampling", len(missing), unit="image", enabled=progress and bool(batches)) as bar:
-            for batch in batches:
-                share = len(batch) / calls
-                images = to_uint8(generate(model, batch, size=size, on_call=lambda share=share: bar.advance(share),
-                                           **settings).cpu().numpy())
-                for image_seed, image in zip(batch, images, strict=True):
-                    writer.add(image_seed, image)
-                writer.flush()
-                bar.update(missing.index(batch[-1]) + 1)
-        return writer.flush()
+        def prepared():
+            nonlocal data
+            if data is None:
+                data = prepare_training_data(load_training_images(training, config.channels), config)
+            return data
+
+        start = start_fit(self.name, KINDS, training, out, config, resume, probe=probe)
+        return train(prepared(), start, Path(out), torch_device, kind=self.name, label=label, progress=progress)
 
 
 @register_generator("fewddm")
@@ -85,4 +72,4 @@ class FewDDMGenerator(SinDDMGenerator):
     name: ClassVar[str] = "fewddm"
 
 
-__all__ = ["FewDDMGenerator", "SinDDMConfig", "SinDDMGenerator"]
+__all__ = ["FewDDMGenerator", "SinDDMConfig", "SinDDMGenerator", "SinDDMSampleSettings"]

@@ -7,15 +7,17 @@ what the model learns (see benchmarks/sinddm_speed.py and the numbers quoted bel
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sonosynth.config import StrictModel
+from sonosynth.generators.base import GeneratorConfig, SampleSettings
+from sonosynth.generators.budget import Schedule
 
 
-class SinDDMConfig(StrictModel):
-    """SinDDM (one training image) and FewDDM (several) share this config."""
+class SinDDMConfig(GeneratorConfig):
+    """SinDDM (one training image) and FewDDM (several) share this config (seed, precision, sample_batch_size,
+    budget and checkpoint_interval come from GeneratorConfig)."""
 
     # ---------------------------------------------------------------- images and pyramid (official values)
     channels: Literal[1, 3] = Field(1, description="1 = grayscale (the normal case), 3 = RGB.")
@@ -52,7 +54,6 @@ class SinDDMConfig(StrictModel):
         "It changes what a short run learns (not the loss), so it is a model setting, not a speed switch; the "
         "cpu preset uses it because 1300 uniform steps left the coarsest scale with ~430 steps and samples "
         "without the source's global structure")
-    seed: int = Field(0, description="seed of initialisation and of the training draws")
     checkpoint_every: int = Field(1000, ge=1, description="steps between atomic checkpoint writes")
 
     # ---------------------------------------------------------------- speed
@@ -75,7 +76,6 @@ class SinDDMConfig(StrictModel):
         "better samples: patch SWD 201 vs 397, SSIM to the source 0.46 vs 0.39. None = full images (official)")
 
     # ---------------------------------------------------------------- sampling
-    sample_batch_size: int = Field(16, ge=1, description="images denoised together")
     sample_stride: int = Field(1, ge=1, description="1 = every timestep (official, 244 network calls at 5 "
                                "scales); k = about 1/k of the steps per scale, DDIM-like respacing. Measured "
                                "on a cpu-preset model (16 samples, 128 px): stride 2 is 2.3x faster with patch "
@@ -99,11 +99,28 @@ class SinDDMConfig(StrictModel):
             raise ValueError("dim must be even")
         return self
 
+    # A run can be extended (train_steps) or moved to another device (precision and memory format change
+    # only rounding); the sampling fields do not touch training at all.
+    resumable_fields: ClassVar[frozenset[str]] = GeneratorConfig.resumable_fields | {
+        "train_steps", "checkpoint_every", "channels_last", "sample_stride", "sample_gamma_max", "scale_mul"}
 
-# Fields that may differ between a checkpoint and a resumed run: they do not change what the model learns
-# (precision and memory format change only rounding), so a run can be extended or moved to another device.
-RESUMABLE_CHANGES = frozenset({"train_steps", "checkpoint_every", "precision", "channels_last",
-                               "sample_batch_size", "sample_stride",
-                               "sample_gamma_max", "scale_mul"})
+    def training_schedule(self) -> Schedule:
+        return Schedule(steps=self.train_steps, lr_milestones=self.lr_milestones, ema_start=self.ema_start,
+                        checkpoint_every=self.checkpoint_every)
 
-__all__ = ["RESUMABLE_CHANGES", "SinDDMConfig"]
+    def with_training_schedule(self, schedule: Schedule) -> SinDDMConfig:
+        return self.model_validate({**self.model_dump(), "train_steps": schedule.steps,
+                                    "lr_milestones": schedule.lr_milestones, "ema_start": schedule.ema_start,
+                                    "checkpoint_every": schedule.checkpoint_every})
+
+
+class SinDDMSampleSettings(SampleSettings):
+    """Per-call overrides of the config's sampling fields (None: the checkpoint's value)."""
+
+    stride: int | None = Field(None, ge=1, description="overrides sample_stride")
+    scale_mul: tuple[float, float] | None = Field(None, description="overrides scale_mul")
+    gamma_max: float | None = Field(None, ge=0, lt=1, description="overrides sample_gamma_max")
+    precision: Literal["auto", "fp32", "bf16"] | None = Field(None, description="overrides precision")
+
+
+__all__ = ["SinDDMConfig", "SinDDMSampleSettings"]

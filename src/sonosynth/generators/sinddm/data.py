@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from sonosynth.data.images import UnreadableImage, load_grayscale
-from sonosynth.data.manifest import Manifest
-from sonosynth.errors import InputDataError, SonosynthError
 from sonosynth.generators.sinddm.config import SinDDMConfig
 from sonosynth.generators.sinddm.pyramid import (
     PyramidPlan,
@@ -47,24 +42,6 @@ class TrainingData:
                             self.plan, self.blur_levels, self.fingerprint)
 
 
-def load_image(path: Path, channels: int) -> np.ndarray:
-    """(H, W) uint8 for grayscale, (H, W, 3) for RGB; a clear error naming the file otherwise."""
-    try:
-        if channels == 1:
-            return load_grayscale(path)
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnreadableImage, OSError) as exc:
-        raise InputDataError(f"{path}: cannot be read as an image ({exc}); pass PNG/JPEG files or a manifest.") \
-            from exc
-
-
-def load_training_arrays(training: Manifest, channels: int) -> list[np.ndarray]:
-    if len(training) == 0:
-        raise SonosynthError("no training images: the manifest given to fit() is empty.")
-    return [load_image(path, channels) for path in training.absolute_paths()]
-
-
 def _to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
     stacked = np.stack(arrays).astype(np.float32) / 127.5 - 1.0  # (k, H, W, C) in [-1, 1]
     return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
@@ -88,4 +65,4 @@ def prepare_training_data(images: list[np.ndarray], config: SinDDMConfig) -> Tra
     return TrainingData(sharp, blurry, plan, tuple(levels), digest.hexdigest()[:16])
 
 
-__all__ = ["TrainingData", "load_image", "load_training_arrays", "prepare_training_data"]
+__all__ = ["TrainingData", "prepare_training_data"]

@@ -23,61 +23,74 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
-from sonosynth.checkpoint import load_checkpoint
 from sonosynth.device import autocast, resolve_precision
 from sonosynth.errors import SonosynthError
-from sonosynth.generators.sinddm.config import SinDDMConfig
+from sonosynth.generators.base import CheckpointRecord, PretrainedGenerator, SampleGroup, to_uint8
+from sonosynth.generators.sinddm.config import SinDDMConfig, SinDDMSampleSettings
 from sonosynth.generators.sinddm.diffusion import DiffusionTables
 from sonosynth.generators.sinddm.network import SinDDMDenoiser
 from sonosynth.generators.sinddm.schedule import sampling_timesteps
-from sonosynth.generators.sinddm.training import CHECKPOINT_NAME, GENERATOR_NAME
 
 
-@dataclass(frozen=True)
-class TrainedModel:
-    """What sampling needs from a checkpoint: EMA weights, schedule tables, scale sizes, provenance."""
+class SinDDMModel(PretrainedGenerator):
+    """A trained SinDDM/FewDDM ready to sample: EMA denoiser, schedule tables, scale sizes, provenance."""
 
-    denoiser: SinDDMDenoiser
+    kind = "sinddm"
+    config_type = SinDDMConfig
+    settings_type = SinDDMSampleSettings
     config: SinDDMConfig
-    tables: DiffusionTables
-    sizes: tuple[tuple[int, int], ...]
-    parents: tuple[str, ...]
-    label: str
-    path: Path
-    step: int
 
+    def __init__(self, folder: Path, record: CheckpointRecord, config: SinDDMConfig, denoiser: SinDDMDenoiser,
+                 tables: DiffusionTables) -> None:
+        super().__init__(folder, record, config)
+        self.denoiser = denoiser
+        self.tables = tables
+        self.sizes: tuple[tuple[int, int], ...] = tuple(tuple(s) for s in record.details["sizes"])
 
-def checkpoint_file(checkpoint: str | Path) -> Path:
-    """The folder `train` wrote, or the checkpoint file in it."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise SonosynthError(f"{checkpoint}: no SinDDM checkpoint here; pass the folder `sonosynth train sinddm` "
-                             f"wrote or its {CHECKPOINT_NAME}.")
-    return path
+    @property
+    def label(self) -> str:
+        return self.record.details["label"]
 
+    @classmethod
+    def _from_weights(cls, folder: Path, record: CheckpointRecord, config: SinDDMConfig,
+                      tensors: dict[str, torch.Tensor], device: torch.device) -> SinDDMModel:
+        denoiser = SinDDMDenoiser(config.channels, config.dim)
+        denoiser.load_state_dict(tensors)
+        fmt = torch.channels_last if config.channels_last else torch.contiguous_format
+        denoiser = denoiser.to(device=device, memory_format=fmt).eval().requires_grad_(False)
+        tables = DiffusionTables.build(config.timesteps, record.details["blur_levels"], device)
+        return cls(folder, record, config, denoiser, tables)
 
-def load_trained_model(checkpoint: str | Path, device: torch.device) -> TrainedModel:
-    path = checkpoint_file(checkpoint)
-    payload = load_checkpoint(path, map_location="cpu")
-    if payload.get("generator") != GENERATOR_NAME:
-        raise SonosynthError(f"{path}: not a SinDDM checkpoint (generator {payload.get('generator')!r}).")
-    config = SinDDMConfig.model_validate(payload["config"])
-    denoiser = SinDDMDenoiser(config.channels, config.dim)
-    denoiser.load_state_dict(payload["ema"])
-    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
-    denoiser = denoiser.to(device=device, memory_format=fmt).eval().requires_grad_(False)
-    tables = DiffusionTables.build(config.timesteps, payload["blur_levels"], device)
-    return TrainedModel(denoiser, config, tables, tuple(tuple(s) for s in payload["sizes"]),
-                        tuple(payload["parents"]), payload["label"], path, int(payload["step"]))
+    @classmethod
+    def in_memory(cls, denoiser: SinDDMDenoiser, config: SinDDMConfig, tables: DiffusionTables,
+                  sizes: tuple[tuple[int, int], ...], step: int = 0) -> SinDDMModel:
+        """A model that was never saved (benchmarks sample from a training state directly)."""
+        record = CheckpointRecord(kind=cls.kind, config=config.model_dump(mode="json"), training_images=[], step=step,
+                                  details={"sizes": [list(s) for s in sizes], "label": "unlabelled",
+                                           "blur_levels": [], "start_steps": list(tables.starts)})
+        return cls(Path("."), record, config, denoiser, tables)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return self.denoiser.state_dict()
+
+    def sample_groups(self, n: int, label: str | None, seed: int) -> list[SampleGroup]:
+        return [SampleGroup(self.folder.name, label or self.label, self.training_images, list(range(seed, seed + n)))]
+
+    def draw(self, group: SampleGroup, seeds: list[int], size: tuple[int, int] | None,
+             settings: SinDDMSampleSettings) -> np.ndarray:
+        return to_uint8(generate(self, seeds, size=size, scale_mul=settings.scale_mul, stride=settings.stride,
+                                 gamma_max=settings.gamma_max, precision=settings.precision).cpu().numpy())
+
+    def recorded_settings(self, size: tuple[int, int] | None, settings: SinDDMSampleSettings) -> dict[str, Any]:
+        return sampling_settings(self, size, scale_mul=settings.scale_mul, stride=settings.stride,
+                                 gamma_max=settings.gamma_max)
 
 
 def output_sizes(sizes: tuple[tuple[int, int], ...], size: tuple[int, int] | None = None,
@@ -112,7 +125,7 @@ class _NoiseSource:
 
 
 @torch.no_grad()
-def generate(model: TrainedModel, seeds: list[int], *, size: tuple[int, int] | None = None,
+def generate(model: SinDDMModel, seeds: list[int], *, size: tuple[int, int] | None = None,
              scale_mul: tuple[float, float] | None = None, stride: int | None = None,
              gamma_max: float | None = None, precision: str | None = None,
              on_call: Callable[[], None] | None = None) -> torch.Tensor:
@@ -174,13 +187,13 @@ def generate(model: TrainedModel, seeds: list[int], *, size: tuple[int, int] | N
     return x
 
 
-def network_calls(model: TrainedModel, stride: int = 1) -> int:
+def network_calls(model: SinDDMModel, stride: int = 1) -> int:
     """How many denoiser evaluations one batch costs (244 for the 560^2 example at stride 1)."""
     schedule = model.tables.schedule
     return sum(len(sampling_timesteps(start, stride)) for start in (schedule.timesteps, *model.tables.starts[1:]))
 
 
-def sampling_settings(model: TrainedModel, size: tuple[int, int] | None, **overrides: Any) -> dict[str, Any]:
+def sampling_settings(model: SinDDMModel, size: tuple[int, int] | None, **overrides: Any) -> dict[str, Any]:
     """The settings recorded with every synthetic image (what, besides the seed, made it)."""
     config = model.config
     return {
@@ -192,5 +205,4 @@ def sampling_settings(model: TrainedModel, size: tuple[int, int] | None, **overr
     }
 
 
-__all__ = ["TrainedModel", "checkpoint_file", "generate", "load_trained_model", "network_calls", "output_sizes",
-           "sampling_settings"]
+__all__ = ["SinDDMModel", "generate", "network_calls", "output_sizes", "sampling_settings"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,18 +22,23 @@ import torch
 from torch.nn import functional as F
 
 from sonosynth.atomic import atomic_path
-from sonosynth.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from sonosynth.checkpoint import capture_rng_state, restore_rng_state
 from sonosynth.device import autocast, resolve_precision
 from sonosynth.errors import SonosynthError
-from sonosynth.generators.sinddm.config import RESUMABLE_CHANGES, SinDDMConfig
+from sonosynth.generators.base import (
+    CheckpointClock,
+    CheckpointRecord,
+    FitStart,
+    commit_checkpoint,
+    load_training_state,
+)
+from sonosynth.generators.sinddm.config import SinDDMConfig
 from sonosynth.generators.sinddm.data import TrainingData
 from sonosynth.generators.sinddm.diffusion import DiffusionTables, forward_process
 from sonosynth.generators.sinddm.network import SinDDMDenoiser
 from sonosynth.progress import task as progress_task
 
-CHECKPOINT_NAME = "checkpoint.pt"
 LOSS_LOG_NAME = "loss.csv"
-GENERATOR_NAME = "sinddm"
 
 
 def memory_format(config: SinDDMConfig) -> torch.memory_format:
@@ -175,49 +181,26 @@ def train_step(state: TrainingState, data: TrainingData, tables: DiffusionTables
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-def checkpoint_payload(state: TrainingState, config: SinDDMConfig, data: TrainingData, tables: DiffusionTables,
-                       parents: list[str], label: str) -> dict[str, Any]:
-    return {
-        "generator": GENERATOR_NAME,
-        "config": config.model_dump(mode="json"),
-        "sizes": [list(size) for size in data.plan.sizes],
-        "scale_step": data.plan.scale_step,
-        "blur_levels": list(data.blur_levels),
-        "start_steps": list(tables.starts),
-        "fingerprint": data.fingerprint,
-        "parents": parents,
-        "label": label,
-        "step": state.step,
-        "model": state.model.state_dict(),
-        "ema": state.ema.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict(),
-        "rng": capture_rng_state(),
-    }
+def checkpoint_details(data: TrainingData, tables: DiffusionTables, label: str) -> dict[str, Any]:
+    """What sampling needs besides the weights (generator.json `details`)."""
+    return {"sizes": [list(size) for size in data.plan.sizes], "scale_step": data.plan.scale_step,
+            "blur_levels": list(data.blur_levels), "start_steps": list(tables.starts),
+            "fingerprint": data.fingerprint, "label": label}
 
 
-def _check_resumable(payload: dict[str, Any], config: SinDDMConfig, data: TrainingData, path: Path) -> None:
-    if payload.get("generator") != GENERATOR_NAME:
-        raise SonosynthError(f"{path}: not a SinDDM checkpoint; choose another --out or pass --no-resume.")
-    if payload["fingerprint"] != data.fingerprint:
-        raise SonosynthError(f"{path} was trained on other images; use a new --out folder or --no-resume "
-                             "to start over there.")
-    saved = SinDDMConfig.model_validate(payload["config"]).model_dump(mode="json")
-    current = config.model_dump(mode="json")
-    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and current[k] != saved[k])
-    if changed:
-        details = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in changed)
-        raise SonosynthError(f"{path}: cannot resume with a different config ({details}); use the checkpoint's "
-                             "settings, a new --out folder, or --no-resume.")
+def training_state(state: TrainingState) -> dict[str, Any]:
+    return {"model": state.model.state_dict(), "ema": state.ema.state_dict(),
+            "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+            "rng": capture_rng_state()}
 
 
-def restore(state: TrainingState, payload: dict[str, Any]) -> None:
-    state.model.load_state_dict(payload["model"])
-    state.ema.load_state_dict(payload["ema"])
-    state.optimizer.load_state_dict(payload["optimizer"])
-    state.scheduler.load_state_dict(payload["scheduler"])
-    state.step = int(payload["step"])
-    restore_rng_state(payload["rng"])
+def restore(state: TrainingState, saved: dict[str, Any]) -> None:
+    state.model.load_state_dict(saved["model"])
+    state.ema.load_state_dict(saved["ema"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.step = int(saved["step"])
+    restore_rng_state(saved["rng"])
 
 
 def _write_loss_log(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -233,35 +216,50 @@ def _read_loss_log(path: Path, up_to_step: int) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------ fit
-def train(data: TrainingData, config: SinDDMConfig, out: Path, device: torch.device, *, parents: list[str],
-          label: str, resume: bool = True, progress: bool = True) -> Path:
-    """Train (or continue training) into `out/checkpoint.pt`; returns `out`."""
+StepHook = Callable[[int], None]
+
+
+def train(data: TrainingData, start: FitStart, out: Path, device: torch.device, *, kind: str, label: str,
+          progress: bool = True, on_step: StepHook | None = None) -> Path:
+    """Train (or continue the checkpoint `start` names) into the folder `out`; returns `out`.
+
+    `start` comes from `generators.base.start_fit` (resume rules, budget schedule); `on_step(step)`
+    is called after every step (the budget probe times it).
+    """
+    config: SinDDMConfig = start.config
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint_path, log_path = out / CHECKPOINT_NAME, out / LOSS_LOG_NAME
+    log_path = out / LOSS_LOG_NAME
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     data = data.to(device)
     tables = DiffusionTables.build(config.timesteps, data.blur_levels, device)
     state = new_state(config, device)
+    details = checkpoint_details(data, tables, label)
     rows: list[dict[str, Any]] = []
-    if resume and checkpoint_path.is_file():
-        payload = load_checkpoint(checkpoint_path, map_location=device)
-        _check_resumable(payload, config, data, checkpoint_path)
-        restore(state, payload)
+    if start.record is not None:
+        if start.record.details.get("fingerprint") != data.fingerprint:
+            raise SonosynthError(f"{out} was trained on other pixels (another image size or pyramid); train into a "
+                                 "new --out folder.")
+        restore(state, load_training_state(out, start.record))
         rows = _read_loss_log(log_path, state.step)
 
     def save() -> None:
-        save_checkpoint(checkpoint_path, checkpoint_payload(state, config, data, tables, parents, label))
+        record = CheckpointRecord(kind=kind, config=config.model_dump(mode="json"), budget=start.budget,
+                                  training_images=start.images, step=state.step,
+                                  complete=state.step >= config.train_steps, details=details)
         _write_loss_log(log_path, rows)
+        commit_checkpoint(out, record, state.ema.state_dict(), training_state(state))
 
     if state.step >= config.train_steps:
-        if not checkpoint_path.is_file():
+        if start.record is None or not start.record.complete:
             save()
         return out
     description = f"SinDDM {'x'.join(map(str, data.plan.sizes[-1]))} px, {data.n_scales} scales" + (
         f", {data.n_images} images (FewDDM)" if data.n_images > 1 else "")
     started, first_step = time.perf_counter(), state.step
+    clock = CheckpointClock(config.checkpoint_every, config.checkpoint_seconds)
+    saved_step = start.step if start.record is not None else None
     state.model.train()
     with progress_task(description, config.train_steps, completed=state.step, unit="step", tag="sinddm",
                        enabled=progress) as bar:
@@ -269,22 +267,21 @@ def train(data: TrainingData, config: SinDDMConfig, out: Path, device: torch.dev
             try:
                 row = train_step(state, data, tables, config, precision)
             except FloatingPointError as exc:
-                last = f"the last good checkpoint (step {_saved_step(checkpoint_path)}) is kept in {out}" \
-                    if checkpoint_path.is_file() else "no checkpoint was written yet"
+                last = f"the last good checkpoint (step {saved_step}) is kept in {out}" \
+                    if saved_step is not None else "no checkpoint was written yet"
                 raise SonosynthError(f"training diverged: loss {exc} at step {state.step + 1}; {last}. Lower lr, "
                                      "use precision=fp32, or resume from that checkpoint.") from exc
             rows.append(row)
-            if state.step % config.checkpoint_every == 0 or state.step == config.train_steps:
+            if clock.due(state.step, config.train_steps):
                 save()
+                saved_step = state.step
             recent = rows[-50:]
             bar.update(state.step, loss=sum(r["loss"] for r in recent) / len(recent), lr=row["lr"],
                        steps_per_s=(state.step - first_step) / max(time.perf_counter() - started, 1e-9))
+            if on_step is not None:
+                on_step(state.step)
     return out
 
 
-def _saved_step(path: Path) -> int:
-    return int(load_checkpoint(path)["step"])
-
-
-__all__ = ["CHECKPOINT_NAME", "LOSS_LOG_NAME", "RECEPTIVE_RADIUS", "Batch", "TrainingState", "batch_at", "draw_batch", "new_state", "random_crops",
-           "train", "train_step", "training_loss", "update_ema"]
+__all__ = ["LOSS_LOG_NAME", "RECEPTIVE_RADIUS", "Batch", "TrainingState", "batch_at", "draw_batch", "new_state",
+           "random_crops", "train", "train_step", "training_loss", "update_ema"]

@@ -1,112 +1,89 @@
-"""The SinGAN checkpoint folder: layout, the index, and loading trained pyramids.
+"""The SinGAN checkpoint folder (the shared layout of generators/base.py) and the trained model.
 
-    <out>/singan.json                  index: resolved config and one entry per training image
-    <out>/models/<name>/scale_XX.pt    a finished scale (atomic; carries the resolved config)
-    <out>/models/<name>/scale_XX.partial.pt   the scale in progress, for resuming mid-scale
-    <out>/models/<name>/losses.csv     one row per iteration and scale
+A SinGAN fit trains one pyramid per training image (its "models", each named after its image):
 
-A model folder alone is enough to sample from; the index only groups the models of one fit.
+    generator.json              the shared record; `details.models` lists each model's image, label,
+                                pyramid shapes and, per finished scale, its noise amplitude and widths
+    model.safetensors           per finished scale `<model>.<scale>.generator.*` and `<model>.<scale>.z_rec`
+    training_state.safetensors  the model in training: the last finished scale's critic and RNG state
+                                (the next scale starts from them) and the scale in progress, for resuming
+                                mid-scale
+    losses/<model>.csv          one row per iteration and scale
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
-from sonosynth.atomic import write_text_atomic
-from sonosynth.checkpoint import load_checkpoint
 from sonosynth.errors import SonosynthError
+from sonosynth.generators.base import (
+    CheckpointRecord,
+    PretrainedGenerator,
+    SampleGroup,
+    SampleSettings,
+    round_robin,
+    to_uint8,
+)
 from sonosynth.generators.singan.cascade import Scale
 from sonosynth.generators.singan.config import SinGANConfig
 from sonosynth.generators.singan.networks import ScaleGenerator, border, frozen
 
-INDEX_FILENAME = "singan.json"
-MODELS_DIR = "models"
-LOSSES_FILENAME = "losses.csv"
-
-
-def scale_path(model_dir: Path, scale: int) -> Path:
-    return model_dir / f"scale_{scale:02d}.pt"
-
-
-def partial_path(model_dir: Path, scale: int) -> Path:
-    return model_dir / f"scale_{scale:02d}.partial.pt"
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One training image's model, as listed in the index."""
-
-    name: str
-    folder: Path
-    image: Path
-    label: str
-    num_scales: int
+LOSSES_DIR = "losses"
 
 
 @dataclass
-class TrainedModel:
-    config: SinGANConfig
-    scales: list[Scale]
-    shapes: tuple[tuple[int, int], ...]
-    scale_factor: float
-    image: Path
+class ModelEntry:
+    """One training image's model within a fit (generator.json `details.models[i]`)."""
+
+    name: str
+    image: Path  # absolute path of the training image
     label: str
+    shapes: list[list[int]]
+    scale_factor: float
+    scales: list[dict[str, Any]] = field(default_factory=list)  # finished scales: noise_amp, widths, shape
 
     @property
-    def border(self) -> int:
-        return border(self.config.num_layers, self.config.kernel_size)
+    def num_scales(self) -> int:
+        return len(self.shapes)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.scales) == len(self.shapes)
+
+    def details(self) -> dict[str, Any]:
+        return {"name": self.name, "label": self.label, "shapes": self.shapes, "scale_factor": self.scale_factor,
+                "scales": self.scales}
 
 
-def write_index(out: Path, config: SinGANConfig, entries: list[ModelEntry], complete: list[bool]) -> None:
-    payload = {
-        "generator": "singan",
-        "config": config.model_dump(mode="json"),
-        "models": [
-            {"name": e.name, "folder": os.path.relpath(e.folder, out), "image": str(e.image), "label": e.label,
-             "num_scales": e.num_scales, "complete": done}
-            for e, done in zip(entries, complete, strict=True)
-        ],
-    }
-    write_text_atomic(out / INDEX_FILENAME, json.dumps(payload, indent=2) + "\n")
+def losses_path(out: Path, name: str) -> Path:
+    return Path(out) / LOSSES_DIR / f"{name}.csv"
 
 
-def read_index(out: Path) -> tuple[SinGANConfig, list[ModelEntry]]:
-    path = out / INDEX_FILENAME
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        config = SinGANConfig.model_validate(payload["config"])
-        entries = [ModelEntry(m["name"], out / m["folder"], Path(m["image"]), m["label"], int(m["num_scales"]))
-                   for m in payload["models"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SonosynthError(f"{path}: not a readable SinGAN index ({exc}). Re-run `sonosynth train singan`.") from exc
-    return config, entries
+def scale_key(model: str, scale: int) -> str:
+    return f"{model}.{scale:02d}"
 
 
-def find_models(checkpoint: Path) -> list[ModelEntry]:
-    """The models under a fit folder (with its index) or a single model folder."""
-    checkpoint = Path(checkpoint)
-    if (checkpoint / INDEX_FILENAME).is_file():
-        return read_index(checkpoint)[1]
-    first = scale_path(checkpoint, 0)
-    if first.is_file():
-        meta = load_checkpoint(first)
-        return [ModelEntry(checkpoint.name, checkpoint, Path(meta["image"]), meta["label"], len(meta["shapes"]))]
-    raise SonosynthError(
-        f"{checkpoint}: not a SinGAN checkpoint (no {INDEX_FILENAME} and no scale_00.pt). "
-        "Give the --out folder of `sonosynth train singan`."
-    )
+def scale_tensors(model: str, scale: int, payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A finished scale's sampling weights under its keys in model.safetensors."""
+    key = scale_key(model, scale)
+    tensors = {f"{key}.generator.{k}": v for k, v in payload["generator"].items()}
+    tensors[f"{key}.z_rec"] = payload["z_rec"]
+    return tensors
 
 
-def load_scale_file(path: Path, device: torch.device) -> dict:
-    payload = load_checkpoint(path, map_location=device)
-    if payload.get("kind") != "singan-scale":
-        raise SonosynthError(f"{path}: not a SinGAN scale checkpoint.")
-    return payload
+def scale_payload(model: str, scale: int, entry: ModelEntry, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A finished scale back from model.safetensors and its generator.json entry."""
+    key = scale_key(model, scale)
+    prefix = f"{key}.generator."
+    info = entry.scales[scale]
+    return {"generator": {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+            "z_rec": tensors[f"{key}.z_rec"], "noise_amp": float(info["noise_amp"]), "widths": list(info["widths"]),
+            "shape": list(info["shape"])}
 
 
 def scale_from_payload(payload: dict, config: SinGANConfig, device: torch.device) -> Scale:
@@ -117,19 +94,78 @@ def scale_from_payload(payload: dict, config: SinGANConfig, device: torch.device
                  tuple(payload["shape"]))
 
 
-def load_model(entry: ModelEntry, device: torch.device) -> TrainedModel:
-    """All scales of one finished model, frozen, on `device`."""
-    scales, payload = [], None
-    for k in range(entry.num_scales):
-        path = scale_path(entry.folder, k)
-        if not path.is_file():
-            raise SonosynthError(
-                f"{entry.folder}: training stopped after {k} of {entry.num_scales} scales. "
-                "Re-run the same `sonosynth train singan` command to resume it."
-            )
-        payload = load_scale_file(path, device)
-        config = SinGANConfig.model_validate(payload["config"])
-        scales.append(scale_from_payload(payload, config, device))
-    assert payload is not None
-    return TrainedModel(config, scales, tuple(tuple(s) for s in payload["shapes"]), float(payload["scale_factor"]),
-                        Path(payload["image"]), payload["label"])
+@dataclass
+class SinGANPyramid:
+    """One trained image's frozen pyramid: what `sampling.generate` runs."""
+
+    config: SinGANConfig
+    scales: list[Scale]
+    shapes: tuple[tuple[int, int], ...]
+    scale_factor: float
+    image: Path
+    label: str
+    name: str
+
+    @property
+    def border(self) -> int:
+        return border(self.config.num_layers, self.config.kernel_size)
+
+
+def model_entries(record: CheckpointRecord, folder: Path) -> list[ModelEntry]:
+    images = record.image_paths(folder)
+    return [ModelEntry(m["name"], images[i], m["label"], [list(s) for s in m["shapes"]], float(m["scale_factor"]),
+                       list(m["scales"]))
+            for i, m in enumerate(record.details["models"])]
+
+
+class SinGANModel(PretrainedGenerator):
+    """A finished SinGAN fit: one pyramid per training image; `n` images are dealt round-robin over them."""
+
+    kind = "singan"
+    config_type = SinGANConfig
+    settings_type = SampleSettings
+    config: SinGANConfig
+
+    def __init__(self, folder: Path, record: CheckpointRecord, config: SinGANConfig, pyramids: list[SinGANPyramid],
+                 device: torch.device) -> None:
+        super().__init__(folder, record, config)
+        self.pyramids = pyramids
+        self.device = device
+
+    @classmethod
+    def _from_weights(cls, folder: Path, record: CheckpointRecord, config: SinGANConfig,
+                      tensors: dict[str, torch.Tensor], device: torch.device) -> SinGANModel:
+        pyramids = []
+        for entry in model_entries(record, folder):
+            if not entry.complete:
+                raise SonosynthError(f"{folder}: model {entry.name} stopped after {len(entry.scales)} of "
+                                     f"{entry.num_scales} scales. Re-run the same `sonosynth train singan` command "
+                                     "to resume it.")
+            scales = [scale_from_payload(scale_payload(entry.name, k, entry, tensors), config, device)
+                      for k in range(entry.num_scales)]
+            pyramids.append(SinGANPyramid(config, scales, tuple(tuple(s) for s in entry.shapes), entry.scale_factor,
+                                          entry.image, entry.label, entry.name))
+        return cls(folder, record, config, pyramids, device)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        tensors: dict[str, torch.Tensor] = {}
+        for pyramid in self.pyramids:
+            for k, scale in enumerate(pyramid.scales):
+                tensors.update(scale_tensors(pyramid.name, k, {"generator": scale.generator.state_dict(),
+                                                               "z_rec": scale.z_rec}))
+        return tensors
+
+    def sample_groups(self, n: int, label: str | None, seed: int) -> list[SampleGroup]:
+        dealt = round_robin(n, len(self.pyramids), seed)
+        return [SampleGroup(p.name, label or p.label, [p.image], seeds, member=i)
+                for i, (p, seeds) in enumerate(zip(self.pyramids, dealt, strict=True)) if seeds]
+
+    def draw(self, group: SampleGroup, seeds: list[int], size: tuple[int, int] | None,
+             settings: SampleSettings) -> np.ndarray:
+        from sonosynth.generators.singan.sampling import generate
+
+        return to_uint8(generate(self.pyramids[group.member], seeds, size, self.device).cpu().numpy())
+
+
+__all__ = ["LOSSES_DIR", "ModelEntry", "SinGANModel", "SinGANPyramid", "losses_path", "model_entries",
+           "scale_from_payload", "scale_payload", "scale_tensors"]

@@ -6,14 +6,20 @@ the `paper` preset keeps them, `cpu` shrinks the pyramid and the iterations for 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from sonosynth.config import StrictModel
+from sonosynth.generators.base import GeneratorConfig
+from sonosynth.generators.budget import Schedule
 
 
-class SinGANConfig(StrictModel):
+class SinGANConfig(GeneratorConfig):
+    """SinGAN's settings (seed, precision, sample_batch_size, budget, checkpoint_interval: GeneratorConfig).
+
+    SinGAN trains in fp32 only; `precision` is fixed to fp32 so no setting is silently ignored.
+    """
+
     # Pyramid: the image is first shrunk so its longer side is at most max_size; the coarsest
     # scale has its shorter side at min_size; scale_factor is the nominal ratio between scales
     # (the exact ratio is adjusted so that the two ends meet).
@@ -45,9 +51,20 @@ class SinGANConfig(StrictModel):
     noise_amp: float = Field(0.1, gt=0)  # noise std at a scale = noise_amp * RMSE of the reconstruction below
 
     # Bookkeeping.
-    seed: int = 0
     checkpoint_every: int = Field(200, ge=1)  # iterations between resumable mid-scale checkpoints
-    sample_batch: int = Field(8, ge=1)
+    precision: Literal["fp32"] = "fp32"
+    sample_batch_size: int = Field(8, ge=1, description="images generated together when sampling")
+
+    # Finished scales cannot be retrained, so only bookkeeping may change on resume.
+    resumable_fields: ClassVar[frozenset[str]] = GeneratorConfig.resumable_fields | {"checkpoint_every"}
+
+    def training_schedule(self) -> Schedule:
+        """One schedule step is one iteration at every scale of every image (the LR drop is the milestone)."""
+        return Schedule(steps=self.iterations, lr_milestones=[self.lr_drop_at], checkpoint_every=self.checkpoint_every)
+
+    def with_training_schedule(self, schedule: Schedule) -> SinGANConfig:
+        return self.model_validate({**self.model_dump(), "iterations": schedule.steps,
+                                    "lr_drop_at": schedule.lr_milestones[0], "checkpoint_every": schedule.checkpoint_every})
 
     @model_validator(mode="after")
     def _consistent(self) -> SinGANConfig:

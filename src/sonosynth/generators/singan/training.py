@@ -17,24 +17,31 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from sonosynth.atomic import atomic_path
-from sonosynth.checkpoint import load_checkpoint, save_checkpoint
-from sonosynth.data.images import UnreadableImage
 from sonosynth.data.manifest import Manifest
 from sonosynth.device import resolve_device
 from sonosynth.errors import SonosynthError
-from sonosynth.generators.base import load_training_images
+from sonosynth.generators.base import (
+    CheckpointClock,
+    CheckpointRecord,
+    FitStart,
+    commit_checkpoint,
+    load_checkpoint_weights,
+    load_training_images,
+    load_training_state,
+    start_fit,
+)
 from sonosynth.generators.singan.cascade import (
     Scale,
     draw_noise,
@@ -43,16 +50,12 @@ from sonosynth.generators.singan.cascade import (
     run_scale,
 )
 from sonosynth.generators.singan.checkpoints import (
-    INDEX_FILENAME,
-    LOSSES_FILENAME,
-    MODELS_DIR,
     ModelEntry,
-    load_scale_file,
-    partial_path,
-    read_index,
+    losses_path,
+    model_entries,
     scale_from_payload,
-    scale_path,
-    write_index,
+    scale_payload,
+    scale_tensors,
 )
 from sonosynth.generators.singan.config import SinGANConfig
 from sonosynth.generators.singan.networks import (
@@ -82,20 +85,10 @@ def image_tensor(array: np.ndarray) -> torch.Tensor:
     return data / 127.5 - 1.0
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
 def training_tensors(training: Manifest, channels: int) -> list[tuple[Path, str, torch.Tensor]]:
-    try:
-        images = load_training_images(training)
-        if channels == 3:
-            return [(t.path, t.label, image_tensor(_read_rgb(t.path))) for t in images]
-        return [(t.path, t.label, image_tensor(t.image)) for t in images]
-    except (UnreadableImage, OSError) as exc:
-        raise SonosynthError(f"cannot read a training image listed in {training.root}: {exc}. "
-                             "Fix or remove it from the manifest.") from exc
+    arrays = load_training_images(training, channels)
+    return [(path, label, image_tensor(array))
+            for path, label, array in zip(training.absolute_paths(), training.labels, arrays, strict=True)]
 
 
 def model_names(paths: list[Path]) -> list[str]:
@@ -113,6 +106,38 @@ def model_names(paths: list[Path]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ fit
+class FitCheckpoint:
+    """The fit's checkpoint folder: every commit writes the shared layout (generators/base.py)."""
+
+    def __init__(self, out: Path, start: FitStart, config: SinGANConfig, entries: list[ModelEntry],
+                 weights: dict[str, torch.Tensor]) -> None:
+        self.out, self.start, self.config, self.entries, self.weights = out, start, config, entries, weights
+        self.weights_step = start.record.weights_step if start.record is not None else None
+
+    def step(self, partial_iterations: int = 0) -> int:
+        return sum(len(e.scales) for e in self.entries) * self.config.iterations + partial_iterations
+
+    def commit(self, entry: ModelEntry, *, finished: dict[str, Any] | None = None, last: dict[str, Any] | None = None,
+               partial: dict[str, Any] | None = None) -> None:
+        """A finished scale (its payload) or a partial one; `last` is the entry's last finished scale."""
+        if finished is not None:
+            entry.scales.append({"noise_amp": finished["noise_amp"], "widths": list(finished["widths"]),
+                                 "shape": list(finished["shape"])})
+            self.weights.update(scale_tensors(entry.name, len(entry.scales) - 1, finished))
+            last = finished
+        step = self.step(partial["iteration"] if partial is not None else 0)
+        record = CheckpointRecord(kind="singan", config=self.config.model_dump(mode="json"), budget=self.start.budget,
+                                  training_images=self.start.images, step=step,
+                                  complete=all(e.complete for e in self.entries), weights_step=self.weights_step,
+                                  details={"models": [e.details() for e in self.entries]})
+        state = {"model": entry.name,
+                 "last": None if last is None else {"critic": last["critic"], "rng": last["rng"]},
+                 "partial": partial}
+        commit_checkpoint(self.out, record, self.weights if finished is not None else None, state)
+        if finished is not None:
+            self.weights_step = step
+
+
 def fit(training: Manifest, out: Path, config: SinGANConfig, *, device: str = "auto", resume: bool = True,
         progress: bool = True, on_iteration: IterationHook | None = None) -> Path:
     """Train one SinGAN per training image into `out` (see checkpoints.py for the layout); returns `out`."""
@@ -122,58 +147,71 @@ def fit(training: Manifest, out: Path, config: SinGANConfig, *, device: str = "a
     names = model_names([path for path, _, _ in images])
     plans = [plan_pyramid(t.shape[-2], t.shape[-1], config.scale_factor, config.min_size, config.max_size)
              for _, _, t in images]
-    entries = [ModelEntry(name, out / MODELS_DIR / name, path, label, plan.num_scales)
+    start = start_fit("singan", ("singan",), training, out, config, resume,
+                      probe=lambda c: probe_rate(images[0][2], plans[0], c, torch_device) / len(images))
+    config = start.config
+    entries = [ModelEntry(name, path, label, [list(s) for s in plan.shapes], plan.scale_factor)
                for name, (path, label, _), plan in zip(names, images, plans, strict=True)]
-    _check_existing(out, config, entries, resume)
-    done = [False] * len(entries)
-    write_index(out, config, entries, done)
+    weights: dict[str, torch.Tensor] = {}
+    state: dict[str, Any] | None = None
+    if start.record is not None:
+        saved = model_entries(start.record, out)
+        if [(e.name, e.shapes) for e in saved] != [(e.name, e.shapes) for e in entries]:
+            raise SonosynthError(f"{out} holds a SinGAN fit with other pyramids; train into a new --out folder.")
+        entries = saved
+        if start.record.weights_step is not None:
+            weights = load_checkpoint_weights(out, start.record)
+        if not start.record.complete:
+            state = load_training_state(out, start.record)
+    checkpoint = FitCheckpoint(out, start, config, entries, weights)
     for i, (entry, (_, _, tensor), plan) in enumerate(zip(entries, images, plans, strict=True)):
-        fit_image(tensor, plan, entry, config, torch_device, resume=resume, progress=progress,
+        if entry.complete:
+            continue
+        resumed = state if state is not None and state["model"] == entry.name else None
+        fit_image(tensor, plan, entry, config, torch_device, checkpoint, resumed, progress=progress,
                   on_iteration=on_iteration, tag=f"[{i + 1}/{len(entries)}] {entry.name}")
-        done[i] = True
-        write_index(out, config, entries, done)
     return out
 
 
-def _check_existing(out: Path, config: SinGANConfig, entries: list[ModelEntry], resume: bool) -> None:
-    index = out / INDEX_FILENAME
-    if not index.is_file():
-        return
-    if not resume:
-        shutil.rmtree(out / MODELS_DIR, ignore_errors=True)
-        return
-    old_config, old_entries = read_index(out)
-    if old_config != config:
-        raise SonosynthError(
-            f"{out} holds a SinGAN fit with a different config; resume needs the same preset and --set values. "
-            "Use another --out, or --no-resume to start over."
-        )
-    if [(e.name, e.image) for e in old_entries] != [(e.name, e.image) for e in entries]:
-        raise SonosynthError(
-            f"{out} holds a SinGAN fit of other training images; use another --out, or --no-resume to start over."
-        )
+def probe_rate(image: torch.Tensor, plan: PyramidPlan, config: SinGANConfig, device: torch.device) -> float:
+    """Iterations-at-every-scale per second of one image: 3 iterations per scale, the first not counted."""
+    marks: dict[int, list[float]] = {}
+    probe_config = config.model_copy(update={"budget": None, "iterations": 3, "checkpoint_every": 10**9,
+                                             "checkpoint_interval": "1000h"})
+    with tempfile.TemporaryDirectory(prefix="sonosynth-probe-") as scratch:
+        entry = ModelEntry("probe", Path(scratch) / "probe.png", "probe", [list(s) for s in plan.shapes],
+                           plan.scale_factor)
+        fit_image(image, plan, entry, probe_config, device, None, None, progress=False,
+                  on_iteration=lambda scale, _: marks.setdefault(scale, []).append(time.perf_counter()))
+    seconds = sum((t[-1] - t[0]) / (len(t) - 1) for t in marks.values())
+    return 1.0 / max(seconds, 1e-9)
 
 
 def fit_image(image: torch.Tensor, plan: PyramidPlan, entry: ModelEntry, config: SinGANConfig,
-              device: torch.device, *, resume: bool = True, progress: bool = True,
-              on_iteration: IterationHook | None = None, tag: str = "") -> list[Scale]:
-    """Train (or finish training) one image's pyramid; returns its frozen scales."""
-    folder = entry.folder
-    if not resume and folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+              device: torch.device, checkpoint: FitCheckpoint | None, state: dict[str, Any] | None, *,
+              progress: bool = True, on_iteration: IterationHook | None = None, tag: str = "") -> list[Scale]:
+    """Train (or finish training) one image's pyramid; returns its frozen scales.
+
+    `checkpoint` receives every commit (None: a probe that saves nothing); `state` is the training state
+    saved for this image, if it was the one in training.
+    """
     reals = [r.to(device) for r in real_pyramid(image, plan)]
     rng = torch.Generator().manual_seed(config.seed)
     scales: list[Scale] = []
     previous: dict | None = None  # the last finished scale's payload (weights to start the next scale from)
-    while len(scales) < plan.num_scales and scale_path(folder, len(scales)).is_file():
-        previous = load_scale_file(scale_path(folder, len(scales)), device)
-        scales.append(scale_from_payload(previous, config, device))
-    if previous is not None:
+    if entry.scales:
+        assert checkpoint is not None and state is not None and state["last"] is not None
+        for k in range(len(entry.scales)):
+            scales.append(scale_from_payload(scale_payload(entry.name, k, entry, checkpoint.weights), config, device))
+        previous = {**scale_payload(entry.name, len(entry.scales) - 1, entry, checkpoint.weights), **state["last"]}
         rng.set_state(previous["rng"])
+    partial = state["partial"] if state is not None else None
     for n in range(len(scales), plan.num_scales):
         trainer = ScaleTrainer(n, reals, scales, plan, entry, config, device, rng, previous)
-        previous = trainer.train(progress=progress, on_iteration=on_iteration, tag=tag)
+        previous = trainer.train(progress=progress, on_iteration=on_iteration, tag=tag, partial=partial,
+                                 checkpoint=checkpoint, losses=None if checkpoint is None else
+                                 losses_path(checkpoint.out, entry.name))
+        partial = None
         scales.append(scale_from_payload(previous, config, device))
     return scales
 
@@ -211,8 +249,10 @@ class ScaleTrainer:
         self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=betas)
         self.sched_g = torch.optim.lr_scheduler.MultiStepLR(self.opt_g, [config.lr_drop_at], config.lr_gamma)
         self.sched_d = torch.optim.lr_scheduler.MultiStepLR(self.opt_d, [config.lr_drop_at], config.lr_gamma)
+        self.previous = previous
         self.start = 0
         self.rows: list[dict] = []
+        self.losses: Path | None = None
 
     # ----------------------------------------------------------------- one iteration
     def _previous_sample(self) -> torch.Tensor:
@@ -259,14 +299,16 @@ class ScaleTrainer:
         return row
 
     # ----------------------------------------------------------------- loop, checkpoints
-    def train(self, *, progress: bool, on_iteration: IterationHook | None, tag: str) -> dict:
+    def train(self, *, progress: bool, on_iteration: IterationHook | None, tag: str, partial: dict | None,
+              checkpoint: FitCheckpoint | None, losses: Path | None) -> dict:
         cfg = self.config
-        partial = partial_path(self.entry.folder, self.n)
-        if partial.is_file():
-            self._restore(load_checkpoint(partial, map_location=self.device))
+        self.losses = losses
+        if partial is not None:
+            self._restore(partial)
         self.generator.train()
         self.critic.train()
         h, w = self.shape
+        clock = CheckpointClock(cfg.checkpoint_every, cfg.checkpoint_seconds)
         description = f"{tag} scale {self.n + 1}/{self.plan.num_scales} ({h}x{w})".strip()
         bar = progress_task(description, cfg.iterations, completed=self.start, unit="iteration",
                             tag=f"singan/scale{self.n}", enabled=progress)
@@ -276,34 +318,30 @@ class ScaleTrainer:
             bar.update(it + 1, **{k: v for k, v in row.items() if isinstance(v, (int, float))})
             self.rows.append({"scale": self.n, "iteration": it, **row, "seconds": time.perf_counter() - began})
             done = it + 1
-            if done % cfg.checkpoint_every == 0 and done < cfg.iterations:
-                self._save_partial(done)
+            if checkpoint is not None and clock.due(done, cfg.iterations) and done < cfg.iterations:
+                self._write_losses()
+                checkpoint.commit(self.entry, last=self.previous, partial=self._partial(done))
             if on_iteration is not None:
                 on_iteration(self.n, it)
         bar.close()
-        payload = self._save_final()
-        partial.unlink(missing_ok=True)
+        payload = self._final()
+        if checkpoint is not None:
+            self._write_losses()
+            checkpoint.commit(self.entry, finished=payload)
+        frozen(self.generator)
         return payload
 
-    def _common(self) -> dict:
-        return {"config": self.config.model_dump(mode="json"), "scale": self.n, "widths": list(self.widths),
-                "noise_amp": self.noise_amp, "z_rec": self.z_rec.cpu(), "shape": list(self.shape),
-                "image": str(self.entry.image), "label": self.entry.label}
-
-    def _save_partial(self, iteration: int) -> None:
-        save_checkpoint(partial_path(self.entry.folder, self.n), {
-            "kind": "singan-partial", **self._common(), "iteration": iteration,
-            "generator": self.generator.state_dict(), "critic": self.critic.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
-            "rng": self.rng.get_state(), "rows": self.rows,
-        })
-        self._write_losses()
+    def _partial(self, iteration: int) -> dict:
+        return {"scale": self.n, "iteration": iteration, "noise_amp": self.noise_amp, "z_rec": self.z_rec,
+                "generator": self.generator.state_dict(), "critic": self.critic.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+                "rng": self.rng.get_state(), "rows": self.rows}
 
     def _restore(self, state: dict) -> None:
-        if state.get("kind") != "singan-partial" or state["config"] != self.config.model_dump(mode="json"):
-            raise SonosynthError(f"{partial_path(self.entry.folder, self.n)}: a partial scale from another config; "
-                                 "delete it or use --no-resume.")
+        if int(state["scale"]) != self.n:
+            raise SonosynthError(f"{self.entry.name}: the saved partial scale is scale {state['scale']}, not "
+                                 f"{self.n}; train into a new --out folder.")
         self.generator.load_state_dict(state["generator"])
         self.critic.load_state_dict(state["critic"])
         self.opt_g.load_state_dict(state["opt_g"])
@@ -316,22 +354,18 @@ class ScaleTrainer:
         self.start = int(state["iteration"])
         self.rows = list(state["rows"])
 
-    def _save_final(self) -> dict:
-        payload = {
-            "kind": "singan-scale", **self._common(),
+    def _final(self) -> dict:
+        return {
             "generator": {k: v.detach().cpu().clone() for k, v in self.generator.state_dict().items()},
             "critic": {k: v.detach().cpu().clone() for k, v in self.critic.state_dict().items()},
-            "real": self.real.cpu(), "shapes": [list(s) for s in self.plan.shapes],
-            "scale_factor": self.plan.scale_factor, "top_scale": self.plan.top_scale,
-            "rng": self.rng.get_state(),
+            "widths": list(self.widths), "noise_amp": self.noise_amp, "z_rec": self.z_rec.cpu(),
+            "shape": list(self.shape), "rng": self.rng.get_state(),
         }
-        save_checkpoint(scale_path(self.entry.folder, self.n), payload)
-        self._write_losses()
-        frozen(self.generator)
-        return payload
 
     def _write_losses(self) -> None:
-        path = self.entry.folder / LOSSES_FILENAME
+        path = self.losses
+        if path is None:
+            return
         earlier = pd.DataFrame(columns=LOSS_COLUMNS)
         if path.is_file():
             earlier = pd.read_csv(path)
