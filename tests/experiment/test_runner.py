@@ -122,6 +122,8 @@ def test_quality_metrics_flag_a_generator_that_copies_its_training_images(tmp_pa
     assert quality["features_sha1"].notna().all()
     flags = pd.read_csv(tmp_path / "run" / "memorization_flags.csv")
     assert len(flags) == quality["images"].sum()
+    # No absolute path of the run folder: a copied run folder holds the same quality.csv.
+    assert str(tmp_path) not in (tmp_path / "run" / "quality.csv").read_text()
     html = outcome.report.html_path.read_text()
     assert "Memorization flags" in html and "Image quality (Table 2 style" in html
 

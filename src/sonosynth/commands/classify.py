@@ -44,6 +44,7 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         from sonosynth.console import console, print_table
         from sonosynth.data.manifest import Manifest
         from sonosynth.data.split import read_folds, split_fold
+        from sonosynth.outputs import removed_on_failure
 
         started = time.perf_counter()
         if not 0 < keep <= 1:
@@ -57,8 +58,9 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
             f"{len(data.validation)} validation images ({data.validation.table['patient_id'].nunique()} patients); "
             f"{model}, regime {regime}, preset {preset} ({config.image_size} px)"
         )
-        result = run_regime(regime, model, data, out, config, synthetic=synthetic_set, stop=stop,
-                            pretrained=pretrained, weights=weights, device=device, progress=progress)
+        with removed_on_failure(out):  # a failed run leaves no half-written folder behind
+            result = run_regime(regime, model, data, out, config, synthetic=synthetic_set, stop=stop,
+                                pretrained=pretrained, weights=weights, device=device, progress=progress)
         if result.reused:
             console.print(f"[yellow]{out} already holds this exact run; showing its results.[/]")
         print_table(result.plan.summary(), title="training images")

@@ -155,12 +155,11 @@ def load_spec(path: str | os.PathLike, overrides: dict[str, Any] | None = None) 
     values = read_yaml(path)
     if not isinstance(values, dict):
         raise SonosynthError(f"{path}: a spec is a YAML mapping of fields (name, data, split, ...).")
-    from sonosynth.config import deep_merge
+    from sonosynth.config import deep_merge, describe_errors
 
     values = deep_merge(values, overrides or {})
     try:
         spec = StudySpec.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors())
-        raise SonosynthError(f"{path}: invalid spec: {problems}") from exc
+        raise SonosynthError(f"{path}: invalid spec: {describe_errors(exc, '(top level)')}") from exc
     return spec
