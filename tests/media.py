@@ -23,10 +23,15 @@ def sector_frame(size: tuple[int, int], value: int = 120, seed: int = 0) -> np.n
     return frame
 
 
-def write_clip(path: Path, seconds: float, fps: int, size: tuple[int, int] = (64, 80), codec: str = "mpeg4") -> Path:
-    """An encoded clip of `seconds` at `fps`, each frame's brightness encoding its index."""
+def write_clip(path: Path, seconds: float, fps: int, size: tuple[int, int] = (64, 80), codec: str = "mpeg4",
+               options: dict[str, str] | None = None) -> Path:
+    """An encoded clip of `seconds` at `fps`, each frame's brightness encoding its index.
+
+    `options` go to the muxer, e.g. {"movflags": "faststart"} puts an MP4's index first, as
+    phones and scanners often do, so a truncated copy still opens and announces its full length.
+    """
     n_frames = round(seconds * fps)
-    with av.open(str(path), mode="w") as container:
+    with av.open(str(path), mode="w", options=options or {}) as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
         stream.height, stream.width = size
         stream.pix_fmt = "yuv420p"
@@ -64,4 +69,11 @@ def write_image(path: Path, mode: str, size: tuple[int, int] = (60, 90)) -> Path
     else:
         raise ValueError(mode)
     image.save(path)
+    return path
+
+
+def truncate(path: Path, keep: float = 2 / 3) -> Path:
+    """Cut a file to its first `keep` share of bytes, as an interrupted copy or download leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
     return path

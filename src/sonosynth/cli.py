@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 
 from sonosynth import __version__
+from sonosynth.commands.output_guard import guard_outputs
 from sonosynth.console import console, print_table
 from sonosynth.errors import SonosynthError
 from sonosynth.logs import configure as configure_logging
@@ -78,10 +79,16 @@ def _print_ingest_summary(manifest, report, out: Path) -> None:
     if report.reused:
         console.print(f"[yellow]{out} already holds this exact ingest; reusing it.[/] (--overwrite to redo)")
     print_table(manifest.counts(), title=f"{len(manifest)} frames in {out}", index=True)
-    console.print(f"files read: {report.files_read}   files skipped: {len(report.skipped)}")
+    console.print(f"files read: {report.files_read}   files skipped: {len(report.skipped)}   "
+                  f"clips cut short: {len(report.cut_short)}")
     if report.skipped:
         skipped = report.skip_reasons().rename_axis("reason").reset_index(name="files")
         print_table(skipped, title=f"skipped files (details in {out / SKIPPED_FILENAME})")
+    if report.cut_short:
+        import pandas as pd
+
+        print_table(pd.DataFrame(report.cut_short, columns=["file", "shortfall"]),
+                    title=f"clips cut short, their first frames kept (also in {out / SKIPPED_FILENAME})")
     for note, count in report.notes.items():
         console.print(f"note: {note}: {count}")
 
@@ -237,6 +244,7 @@ def status_command(
 
 
 _register_command_modules()
+guard_outputs(app)
 
 
 GLOBAL_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")

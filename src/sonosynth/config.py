@@ -33,7 +33,9 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         field = prefix
         for part in error["loc"]:
             field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
-        problems.append(f"{field or '(top level)'}: {error['msg']}")
+        value = error.get("input")
+        shown = f" (got {value!r})" if isinstance(value, (int, float, str, bool)) and len(repr(value)) <= 40 else ""
+        problems.append(f"{field or '(top level)'}: {error['msg']}{shown}")
     return "; ".join(problems)
 
 
@@ -59,10 +61,28 @@ def _presets(component: str) -> dict[str, dict]:
     return {name: values or {} for name, values in data.items()}
 
 
-def deep_merge(base: dict, update: dict) -> dict:
+def _merge_value(base: Any, value: Any, where: str) -> Any:
+    if isinstance(value, dict) and isinstance(base, dict):
+        return deep_merge(base, value, where)
+    if isinstance(value, dict) and isinstance(base, list):
+        # `--set generators.0.samples_per_model=5` addresses an item of a list by its index.
+        merged = list(base)
+        for key, item in value.items():
+            index = int(key) if isinstance(key, int) or str(key).lstrip("-").isdigit() else None
+            if index is None or not 0 <= index < len(base):
+                raise SonosynthError(f"{where}.{key}: no such item; {where} has {len(base)} item(s), "
+                                     f"indexed 0 to {len(base) - 1}.")
+            merged[index] = _merge_value(base[index], item, f"{where}.{index}")
+        return merged
+    return value
+
+
+def deep_merge(base: dict, update: dict, where: str = "") -> dict:
+    """`update` laid over `base`: nested mappings merge, list items are addressed by index, the rest replaces."""
     merged = dict(base)
     for key, value in update.items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        path = f"{where}.{key}" if where else str(key)
+        merged[key] = _merge_value(merged.get(key), value, path)
     return merged
 
 

@@ -100,3 +100,24 @@ def test_bad_split_requests_are_clear_errors():
         split_fold(_manifest(), folds, 9)
     with pytest.raises(InputDataError, match="not in the folds table"):
         split_fold(_manifest({"covid": 30, "pneumonia": 12, "healthy": 24}), folds, 0)
+
+
+def test_a_folds_table_for_other_data_is_an_error_naming_patient_and_file(tmp_path):
+    manifest = _manifest()
+    path = write_folds(make_folds(manifest, n_folds=5), tmp_path / "folds.csv")
+    good = read_folds(path)
+    split_fold(manifest, good, 0)
+    patient = good["patient_id"].iloc[0]
+    other_label = next(c for c in manifest.classes if c != good["label"].iloc[0])
+    relabelled = good.copy()
+    relabelled.loc[0, "label"] = other_label
+    with pytest.raises(InputDataError, match=rf"{path}: patient {patient} has label '{other_label}'"):
+        split_fold(manifest, relabelled, 0)
+    extra = pd.concat([good, pd.DataFrame([{"patient_id": "stranger", "label": other_label, "fold": 0}])],
+                      ignore_index=True)
+    extra.attrs["path"] = str(path)
+    with pytest.raises(InputDataError, match=rf"{path} lists 1 patient\(s\) with no image.*stranger"):
+        split_fold(manifest, extra, 0)
+    missing = good.iloc[1:].copy()
+    with pytest.raises(InputDataError, match=rf"not in the folds table {path} \(e.g. {patient}\)"):
+        split_fold(manifest, missing, 0)

@@ -1,6 +1,9 @@
+import re
+
 import numpy as np
+import pandas as pd
 import pytest
-from tests.media import write_clip, write_gif
+from tests.media import truncate, write_clip, write_gif
 
 from sonosynth.data.video import UnreadableVideo, sample_clip, sample_times
 
@@ -43,3 +46,42 @@ def test_truncated_clip_keeps_the_frames_before_the_damage(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     clip = sample_clip(path, fps=3)
     assert 3 <= len(clip.frames) < 18
+
+
+@pytest.mark.parametrize("name, options", [("cut.avi", None), ("cut.mp4", {"movflags": "faststart"})])
+def test_a_clip_cut_short_says_how_much_is_missing(tmp_path, name, options):
+    # 4 s at 25 fps = 100 frames announced; the AVI ends silently after about 40 of them.
+    path = truncate(write_clip(tmp_path / name, seconds=4, fps=25, options=options))
+    clip = sample_clip(path, fps=3)
+    assert clip.truncated and 1 <= len(clip.frames) < 12
+    assert re.search(r"decoded \d+ of 100 frames", clip.problem), clip.problem
+
+
+@pytest.mark.parametrize("name, codec, options", [
+    ("whole.avi", "mpeg4", None), ("whole.mp4", "mpeg4", None), ("fast.mp4", "mpeg4", {"movflags": "faststart"}),
+    ("whole.mpeg", "mpeg1video", None), ("whole.mov", "mpeg4", None), ("whole.webm", "libvpx", None),
+])
+def test_a_complete_clip_is_not_reported_short(tmp_path, name, codec, options):
+    clip = sample_clip(write_clip(tmp_path / name, seconds=3, fps=25, codec=codec, options=options), fps=3)
+    assert not clip.truncated, clip.problem
+    assert len(clip.frames) == 9
+
+
+def test_a_complete_gif_is_not_reported_short(tmp_path):
+    clip = sample_clip(write_gif(tmp_path / "g.gif", n_frames=12, duration_ms=250), fps=2)
+    assert not clip.truncated, clip.problem
+
+
+def test_the_shortfall_is_in_the_ingest_summary_and_skip_log(tmp_path):
+    from sonosynth.data.folder import FolderIngestOptions, ingest_folder
+
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    truncate(write_clip(tmp_path / "src" / "a" / "cut.avi", seconds=4, fps=25))
+    write_clip(tmp_path / "src" / "a" / "whole.avi", seconds=2, fps=25)
+    manifest, report = ingest_folder(tmp_path / "src", tmp_path / "out", FolderIngestOptions(size=32), progress=False)
+    assert [f for f, _ in report.cut_short] == ["a/cut.avi"] and not report.skipped
+    log = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    assert log["file"].tolist() == ["a/cut.avi"]
+    assert "clip cut short: decoded" in log["reason"][0] and "of 100 frames" in log["reason"][0]
+    kept = int((manifest.table["source"] == "a/cut.avi").sum())
+    assert kept >= 1 and f"; {kept} frame(s) before the damage kept" in log["reason"][0]

@@ -135,9 +135,7 @@ def test_resume_after_restart_and_per_reader_order(study_dir):
     del client
 
     restarted = client_for(study_dir)
-    again = register(restarted, " Ann ")  # the same reader, whitespace aside
-    assert again["reader"] == ann["reader"] and again["answered"] == 3
-    assert restarted.get(f"/api/readers/{ann['reader']}").json()["answered"] == 3
+    assert restarted.get(f"/api/readers/{ann['reader']}").json()["answered"] == 3  # her token resumes her
     order = [restarted.get(f"/api/readers/{ann['reader']}/items/{p}").json() for p in range(13)]
     assert [o["image_id"] for o in order] == seen
     assert [o["answer"] for o in order[:4]] == ["real", "synthetic", "synthetic", None]
@@ -157,3 +155,41 @@ def test_host_check_and_not_a_study(study_dir, tmp_path):
     assert client.get("/", headers={"host": "evil.example:8000"}).status_code == 400
     with pytest.raises(SonosynthError, match="not a reader study"):
         create_app(tmp_path)
+
+
+def test_typing_an_existing_name_never_hands_out_that_readers_token(study_dir):
+    client = client_for(study_dir)
+    ann = register(client, "Ann")
+    answer(client, ann, 0, "real")
+    for name in ("Ann", " Ann ", "Ann\t"):  # the same name, whitespace aside
+        response = client.post("/api/readers", json={"name": name})
+        assert response.status_code == 409 and ann["reader"] not in response.text
+        assert "personal reader link" in response.json()["detail"]
+    # Only the secret resumes the reading; the study owner can look it up (`reader-study link`).
+    assert client.get(f"/api/readers/{ann['reader']}").json()["answered"] == 1
+    assert StudyStore(study_dir).register_reader("Ann", resume_existing=True).token == ann["reader"]
+    assert client.get("/").text.count("#reader=") >= 1  # the page shows the personal link
+
+
+def test_request_bodies_are_capped_and_never_echoed(study_dir):
+    from sonosynth.reader_study.app import MAX_BODY_BYTES
+
+    client = client_for(study_dir)
+    marker = "ECHO-ME-" * 20
+    response = client.post("/api/readers", json={"name": marker})  # too long a name
+    assert response.status_code == 422 and marker not in response.text and "name" in response.text
+    response = client.post("/api/readers", content=b'{"nom": "' + marker.encode() + b'"}',
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422 and marker not in response.text
+    big = b'{"name": "' + b"x" * (MAX_BODY_BYTES + 10) + b'"}'
+    response = client.post("/api/readers", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and len(response.content) < 200
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+    def chunks():  # no Content-Length: the limit holds for a streamed body too
+        for _ in range(MAX_BODY_BYTES // 65536 + 2):
+            yield b"x" * 65536
+
+    response = client.post("/api/readers", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert register(client, "Bea")["answered"] == 0  # normal requests still pass

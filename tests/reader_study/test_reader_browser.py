@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -131,13 +132,19 @@ def test_keyboard_reading_survives_a_server_restart(study_dir, tmp_path):
             page.keyboard.press("s")
             expect(progress).to_have_text("Image 6 of 13")
             sixth = shown_image_id(page)
-            # Another browser with no memory of the reader: the same name resumes the same reading.
+            # Another browser with no memory of the reader: typing the same name does not open the reading...
+            link = page.locator("#reader-link").text_content()
+            assert re.fullmatch(rf"{re.escape(url.rstrip('/'))}/#reader=[0-9a-f]{{32}}", link), link
             fresh = browser.new_context().new_page()
             fresh.goto(page.url)
             fresh.fill("#name", "Dr Reader")
             fresh.press("#name", "Enter")
+            expect(fresh.locator("#status")).to_contain_text("already started")
+            expect(fresh.locator("#reading")).to_be_hidden()
+            # ...the reader's personal link does, and leaves no token in the address bar.
+            fresh.goto(link)
             expect(fresh.locator("#progress")).to_have_text("Image 6 of 13")
-            assert shown_image_id(fresh) == sixth
+            assert shown_image_id(fresh) == sixth and "#reader=" not in fresh.url
         browser.close()
 
     answers = StudyStore(study_dir).answers()

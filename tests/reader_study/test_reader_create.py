@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from sonosynth.errors import SonosynthError
+from sonosynth.outputs import OUTPUT_MARKER
 from sonosynth.reader_study.create import StudyOptions, SyntheticInput, create_study, draw_images
 from sonosynth.reader_study.store import StudyStore
 from tests.reader_study.study_helpers import GENERATORS, make_study, write_synthetic_set
@@ -50,7 +51,8 @@ def test_counts_per_generator_and_real(study_dir, study_options):
 
 def test_nothing_on_disk_reveals_the_origin(study_dir, phantom_manifest, synthetic_sets):
     files = sorted(os.listdir(study_dir))
-    assert files == ["images", "study.sqlite"]
+    assert files == [OUTPUT_MARKER, "images", "study.sqlite"]  # the marker says only "sonosynth wrote this"
+    assert "real" not in (study_dir / OUTPUT_MARKER).read_text() and "synth" not in (study_dir / OUTPUT_MARKER).read_text()
     images = sorted((study_dir / "images").iterdir())
     sources = [p.name for m in [phantom_manifest, *synthetic_sets] for p in m.absolute_paths()]
     sizes, modes, mtimes = set(), set(), set()

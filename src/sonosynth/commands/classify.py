@@ -46,6 +46,7 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         from sonosynth.data.split import read_folds, split_fold
         from sonosynth.experiment.cache import run_in
         from sonosynth.experiment.plan import regime_unit
+        from sonosynth.outputs import removed_on_failure
 
         started = time.perf_counter()
         if not 0 < keep <= 1:
@@ -60,7 +61,9 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
             f"{model}, regime {regime}, preset {preset} ({config.image_size} px)"
         )
         unit = regime_unit(regime, model, config, data, synthetic_set, stop, pretrained, weights, device, progress)
-        if not run_in(out, unit, out, clear=clear_regime_outputs):
+        with removed_on_failure(out):  # a failed run leaves no half-written folder behind
+            computed = run_in(out, unit, out, clear=clear_regime_outputs)
+        if not computed:
             console.print(f"[yellow]{out} already holds this exact run; showing its results.[/]")
         result = read_regime_result(out)
         print_table(result.plan, title="training images")

@@ -10,6 +10,13 @@ import typer
 from sonosynth.console import console, print_table
 
 
+def spec_inputs(spec) -> list[Path]:
+    """The input paths a study spec reads its real images from (the run folder may not hold them)."""
+    data = spec.data
+    sources = [data.manifest, data.pocus.source if data.pocus else None, data.folder.source if data.folder else None]
+    return [Path(s) for s in sources if s is not None]
+
+
 def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer) -> None:
     @app.command("run")
     def run_command(
@@ -28,6 +35,7 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         from sonosynth.config import parse_overrides
         from sonosynth.experiment.spec import load_spec
         from sonosynth.experiment.study import run_study
+        from sonosynth.outputs import check_output_location
 
         overrides = parse_overrides(set_values)
         if device:
@@ -36,6 +44,7 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         from sonosynth.logs import run_log
 
         run_dir = out or Path("runs") / spec.name
+        check_output_location(run_dir, [data, *spec_inputs(spec)])
         outcome = run_study(spec, run_dir, data=data, jobs=jobs)
         with run_log(run_dir):  # the run's log keeps the headline table the console shows
             print_table(outcome.report.headline, title=outcome.report.headline_title)

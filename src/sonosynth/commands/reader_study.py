@@ -79,6 +79,24 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
                       "(Ctrl+C stops; answers are already saved)")
         uvicorn.run(web_app, host=host, port=port, log_level="warning")
 
+    @reader_app.command("link")
+    def link_command(
+        study_dir: Annotated[Path, typer.Argument(metavar="STUDY_DIR", help="a folder made by `reader-study create`")],
+        name: Annotated[str, typer.Argument(help="the reader's name (created if new)")],
+        address: Annotated[str, typer.Option(help="the address readers open, as given to `serve`")] = (
+            "http://127.0.0.1:8000"),
+    ) -> None:
+        """Print a reader's personal link (their secret): hand it out, or give it back to a reader who lost it."""
+        from sonosynth.console import console
+        from sonosynth.reader_study.store import StudyStore
+
+        try:
+            reader = StudyStore(study_dir).register_reader(name, resume_existing=True)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="NAME") from exc
+        console.print(f"{reader.name}: {reader.answered} of {reader.total} answered")
+        console.print(f"{address.rstrip('/')}/#reader={reader.token}", soft_wrap=True)
+
     @reader_app.command("results")
     def results_command(
         study_dir: Annotated[Path, typer.Argument(metavar="STUDY_DIR", help="a folder made by `reader-study create`")],

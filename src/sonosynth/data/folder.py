@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -52,16 +53,70 @@ def patient_from_name(name: str, pattern: str) -> str | None:
     return match.groupdict().get("patient") or match.group(1)
 
 
-def _entries_from_tree(source: Path) -> list[tuple[Path, str, str | None]]:
-    entries = []
-    for class_dir in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in sorted(class_dir.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                entries.append((path, class_dir.name, None))
+@dataclass(frozen=True)
+class Entry:
+    """One listed source file: where it is, how the logs name it, its label and patient, or why it is unusable."""
+
+    path: Path
+    shown: str  # as the user knows it: relative to the class-folder tree, or as written in the CSV
+    label: str
+    patient: str | None = None
+    problem: str | None = None  # set for an entry that can only be logged as skipped
+
+
+def _symlink_problem(path: Path) -> str | None:
+    """Why a symlink cannot be followed (a loop or a dangling link), or None when it can."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        return f"broken symlink (points to {os.readlink(path)})"
+    except (RuntimeError, OSError):  # Python raises RuntimeError (3.11, 3.12) or OSError (3.13+) on a loop
+        return "symlink loop"
+    return None
+
+
+def _walk_class_folder(source: Path, class_dir: Path, label: str) -> list[Entry]:
+    """Every file under `class_dir`, following symlinked folders once each; loops are listed, not followed."""
+    entries: list[Entry] = []
+    seen: set[Path] = set()
+
+    def visit(folder: Path) -> None:
+        seen.add(folder.resolve())
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith("."):
+                continue
+            shown = path.relative_to(source).as_posix()
+            problem = _symlink_problem(path)
+            if problem is None and path.is_dir():
+                if path.resolve() in seen:
+                    problem = f"symlink loop (leads back to {path.resolve()})"
+                else:
+                    visit(path)
+                    continue
+            if problem is not None or path.is_file():
+                entries.append(Entry(path, shown, label, problem=problem))
+
+    visit(class_dir)
     return entries
 
 
-def _entries_from_csv(csv_path: Path) -> list[tuple[Path, str, str | None]]:
+def _entries_from_tree(source: Path) -> list[Entry]:
+    entries: list[Entry] = []
+    for child in sorted(source.iterdir()):
+        if child.name.startswith("."):
+            continue
+        problem = _symlink_problem(child)
+        if problem is not None:
+            entries.append(Entry(child, child.name, child.name, problem=problem))
+        elif child.is_dir():
+            entries.extend(_walk_class_folder(source, child, child.name))
+    return entries
+
+
+def _entries_from_csv(csv_path: Path) -> list[Entry]:
+    """Rows of a CSV listing; a relative `path` is relative to the CSV's folder, an absolute one is used as is."""
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
@@ -70,10 +125,14 @@ def _entries_from_csv(csv_path: Path) -> list[tuple[Path, str, str | None]]:
     if missing:
         raise InputDataError(f"{csv_path}: needs columns path,label[,patient_id]; missing {missing}.")
     base = csv_path.parent
-    return [
-        (base / row["path"], row["label"].strip(), (row.get("patient_id") or "").strip() or None)
-        for _, row in table.iterrows()
-    ]
+    entries = []
+    for _, row in table.iterrows():
+        written = row["path"].strip()
+        path = Path(written).expanduser()
+        entries.append(Entry(path if path.is_absolute() else base / path, written, row["label"].strip(),
+                             (row.get("patient_id") or "").strip() or None,
+                             problem=None if written else "empty path"))
+    return entries
 
 
 def ingest_folder(source: str | os.PathLike, out: str | os.PathLike, options: FolderIngestOptions | None = None,
@@ -95,14 +154,17 @@ def ingest_folder(source: str | os.PathLike, out: str | os.PathLike, options: Fo
         raise InputDataError(f"{source}: no class sub-folders with files found.")
     record = fingerprint("folder", source, options)
     report = IngestReport()
-    existing = reuse_or_check_output(out, record, overwrite)
+    existing = reuse_or_check_output(out, record, overwrite, sources=[source, *(e.path for e in entries)])
     if existing is not None:
         report.reused = True
         return existing, report
     with staged_directory(out) as staging:
         writer = FrameWriter(staging)
-        for path, label, patient in track(entries, "ingest folder", enabled=progress):
-            shown = path.relative_to(source.parent if source.is_file() else source).as_posix()
+        for entry in track(entries, "ingest folder", enabled=progress):
+            path, shown, label = entry.path, entry.shown, entry.label
+            if entry.problem is not None:
+                report.skip(shown, entry.problem)
+                continue
             if not label:
                 report.skip(shown, "empty label")
                 continue
@@ -119,6 +181,7 @@ def ingest_folder(source: str | os.PathLike, out: str | os.PathLike, options: Fo
             frames = read_source(path, options.fps, options, report, shown=shown)
             if frames is None:
                 continue
+            patient = entry.patient
             if patient is None and options.patient_id_regex:
                 patient = patient_from_name(path.name, options.patient_id_regex)
                 if patient is None:

@@ -25,6 +25,7 @@ from sonosynth.data.crop import content_box, to_square
 from sonosynth.data.images import save_png
 from sonosynth.data.manifest import MANIFEST_FILENAME, Manifest
 from sonosynth.errors import InputDataError
+from sonosynth.outputs import check_output_location, check_replaceable
 
 INGEST_RECORD = "ingest.json"
 SKIPPED_FILENAME = "skipped.csv"
@@ -53,11 +54,20 @@ class IngestReport:
 
     files_read: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    notes: Counter = field(default_factory=Counter)  # non-fatal events, e.g. "truncated clip: frames kept"
+    cut_short: list[tuple[str, str]] = field(default_factory=list)  # (file, what is missing): clips kept in part
+    notes: Counter = field(default_factory=Counter)  # non-fatal events, e.g. "smaller than 256 px, upscaled"
     reused: bool = False  # the output folder already held this exact ingest
 
     def skip(self, file: str | os.PathLike, reason: str) -> None:
         self.skipped.append((str(file), reason))
+
+    def shortfall(self, file: str | os.PathLike, missing: str, kept: int) -> None:
+        """A clip that ended before its container said: its frames are kept, the shortfall is listed."""
+        self.cut_short.append((str(file), f"clip cut short: {missing}; {kept} frame(s) before the damage kept"))
+
+    def log_rows(self) -> list[tuple[str, str]]:
+        """Rows of skipped.csv: every skipped file, then every clip kept only in part."""
+        return [*self.skipped, *self.cut_short]
 
     def skip_reasons(self) -> pd.Series:
         # The reason's text before any parenthesis groups alike skips (details stay in skipped.csv).
@@ -101,8 +111,16 @@ def fingerprint(kind: str, source: str | os.PathLike, options: BaseModel) -> dic
     return {"kind": kind, "source": os.path.abspath(source), "options": options.model_dump(mode="json")}
 
 
-def reuse_or_check_output(out: Path, record: dict, overwrite: bool) -> Manifest | None:
-    """Return the existing manifest if `out` holds this very ingest; refuse to mix datasets otherwise."""
+def reuse_or_check_output(out: Path, record: dict, overwrite: bool,
+                          sources: Iterable[str | os.PathLike] = ()) -> Manifest | None:
+    """Return the existing manifest if `out` holds this very ingest; refuse to mix datasets otherwise.
+
+    `out` may not equal, contain or lie inside any of `sources` (the inputs), and --overwrite
+    replaces only a folder sonosynth wrote; both are checked here, before any work.
+    """
+    check_output_location(out, sources)
+    if overwrite:
+        check_replaceable(out)
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return None
     if not out.is_dir():
@@ -130,9 +148,9 @@ def finish_output(staging: Path, writer: FrameWriter, report: IngestReport, reco
         raise InputDataError(f"nothing was ingested from {record['source']} ({reasons}).")
     manifest = Manifest.from_rows(writer.rows, staging)
     manifest.write()
-    pd.DataFrame(report.skipped, columns=["file", "reason"]).to_csv(staging / SKIPPED_FILENAME, index=False)
+    pd.DataFrame(report.log_rows(), columns=["file", "reason"]).to_csv(staging / SKIPPED_FILENAME, index=False)
     summary = {"fingerprint": record, "files_read": report.files_read, "frames": len(manifest),
-               "skipped": len(report.skipped), "notes": dict(report.notes)}
+               "skipped": len(report.skipped), "cut_short": len(report.cut_short), "notes": dict(report.notes)}
     write_text_atomic(staging / INGEST_RECORD, json.dumps(summary, indent=2))
     return manifest
 

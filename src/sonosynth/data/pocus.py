@@ -129,7 +129,7 @@ def ingest_pocus(source: str | os.PathLike, out: str | os.PathLike, options: Poc
     metadata = read_metadata(source)
     record = fingerprint("pocus", source, options)
     report = IngestReport()
-    existing = reuse_or_check_output(out, record, overwrite)
+    existing = reuse_or_check_output(out, record, overwrite, sources=[source])
     if existing is not None:
         report.reused = True
         return existing, report

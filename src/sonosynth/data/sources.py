@@ -29,7 +29,7 @@ def read_source(path: Path, fps: float, options: FrameOptions, report: IngestRep
         if is_video(path):
             clip = sample_clip(path, fps, fallback_rate=fallback_rate)
             if clip.truncated:
-                report.notes["truncated clip, frames before the damage kept"] += 1
+                report.shortfall(shown, clip.problem, kept=len(clip.frames))
             indices = [f.frame_index for f in clip.frames]
             raw = [rgb_to_grayscale(f.image) for f in clip.frames]
         else:

@@ -101,17 +101,36 @@ class FoldData:
     validation: Manifest
 
 
+def check_folds_match(manifest: Manifest, folds: pd.DataFrame) -> None:
+    """Refuse a folds table made for other data: the same patients as the manifest, each with one of its classes.
+
+    A patient's folds label is the class of most of their images (or the minority class when they
+    have any minority image), so it must be a class the patient has images of in the manifest.
+    """
+    where = folds.attrs.get("path", "the folds table")
+    redo = f"re-run `sonosynth split {manifest.root}` to make the folds of this manifest."
+    classes_of = manifest.table.groupby("patient_id")["label"].agg(lambda labels: set(map(str, labels)))
+    listed = set(folds["patient_id"].astype(str))
+    missing = sorted(set(classes_of.index) - listed)
+    if missing:
+        raise InputDataError(f"{len(missing)} patient(s) of the manifest are not in the folds table {where} "
+                             f"(e.g. {', '.join(missing[:3])}); {redo}")
+    extra = sorted(listed - set(classes_of.index))
+    if extra:
+        raise InputDataError(f"{where} lists {len(extra)} patient(s) with no image in the manifest {manifest.root} "
+                             f"(e.g. {', '.join(extra[:3])}); {redo}")
+    for patient, label in zip(folds["patient_id"].astype(str), folds["label"].astype(str), strict=True):
+        if label not in classes_of[patient]:
+            raise InputDataError(f"{where}: patient {patient} has label {label!r} there, but the manifest "
+                                 f"{manifest.root} gives them {', '.join(sorted(classes_of[patient]))}; {redo}")
+
+
 def split_fold(manifest: Manifest, folds: pd.DataFrame, fold: int, keep: float = 1.0) -> FoldData:
     """Training and validation manifests of one fold, the minority class cut to `keep` on the training side."""
     if fold not in set(folds["fold"]):
         raise InputDataError(f"fold {fold} is not in the folds table (folds: {sorted(set(folds['fold']))}).")
+    check_folds_match(manifest, folds)
     fold_of = folds.set_index("patient_id")["fold"]
-    unknown = sorted(set(manifest.table["patient_id"]) - set(fold_of.index))
-    if unknown:
-        raise InputDataError(
-            f"{len(unknown)} patient(s) of the manifest are not in the folds table (e.g. {unknown[:3]}); "
-            "re-run `sonosynth split` on this manifest."
-        )
     patient_fold = manifest.table["patient_id"].map(fold_of)
     ranked = folds.loc[folds["minority_rank"].notna(), "patient_id"]
     # A minority image is one of the subsampled class: the ranked patients' images of that class.
@@ -172,4 +191,5 @@ def read_folds(path: str | os.PathLike) -> pd.DataFrame:
         raise InputDataError(f"{path}: not a folds table (missing columns {missing}).")
     if table["patient_id"].duplicated().any():
         raise InputDataError(f"{path}: a patient appears twice; each patient belongs to exactly one fold.")
+    table.attrs["path"] = str(path)  # named in errors when the table does not match a manifest
     return table

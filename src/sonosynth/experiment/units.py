@@ -7,6 +7,7 @@ logic lives here, only the call into the library stage.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,10 @@ def quality_unit(synthetic: tuple[Path, ...], run_folder: Path, real: Manifest, 
 
     device = resolve_device(device)
     if quality.features == "classifier":
-        extractor = feature_extractor(f"classifier:{classifier_dir / 'model.pt'}", device=device)
+        checkpoint = classifier_dir / "model.pt"
+        extractor = feature_extractor(f"classifier:{checkpoint}", device=device)
+        # Named relative to this unit's folder, so two copies of a run write the same quality.csv.
+        extractor.description = extractor.description.replace(str(checkpoint), os.path.relpath(checkpoint, folder))
     else:
         extractor = feature_extractor(quality.features, inception_weights=quality.inception_weights, device=device)
     reader_real = concat([real, held_out], real.root) if held_out is not None else real

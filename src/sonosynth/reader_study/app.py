@@ -5,6 +5,11 @@ ever turned into a file path, so `../` anything is simply an unknown ID (404). E
 validated by pydantic or the store, and each failure maps to a 4xx answer. The page has its
 scripts and styles inline and a Content-Security-Policy that forbids loading anything from
 elsewhere, so the app works offline and cannot leak a reader's answers to a third party.
+
+A request body is capped at `MAX_BODY_BYTES` (413 beyond it, before the app reads it), and a
+validation error names the field and the problem but never echoes what was sent. A reader's
+token is their secret: the browser keeps it, the page shows it as a personal link, and typing
+an existing reader's name is refused (409) instead of handing that reader's token out.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +28,7 @@ from sonosynth.reader_study.page import PAGE
 from sonosynth.reader_study.store import (
     MAX_NAME_LENGTH,
     MAX_NOTE_LENGTH,
+    NameTaken,
     NotFound,
     OutOfOrder,
     Reader,
@@ -37,6 +44,60 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+# The largest request body accepted; an answer with a full-length note is under 4 kB.
+MAX_BODY_BYTES = 1_000_000
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuse (413) a request whose body exceeds `limit` bytes, declared or streamed.
+
+    The body is read here, up to the limit, and handed on whole; a larger one is never buffered.
+    """
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await self._refuse(scope, receive, send, 400, "invalid Content-Length")
+                return
+            if int(declared) > self.limit:
+                await self._refuse(scope, receive, send, 413, self._too_large())
+                return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, receive, send, 413, self._too_large())
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay():
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> str:
+        return f"request body larger than {self.limit} bytes"
+
+    @staticmethod
+    async def _refuse(scope, receive, send, status: int, detail: str) -> None:
+        response = JSONResponse({"detail": detail}, status_code=status, headers=SECURITY_HEADERS)
+        await response(scope, receive, send)
 
 
 class _Body(BaseModel):
@@ -71,6 +132,7 @@ def create_app(study_dir: str | os.PathLike, allowed_hosts: Sequence[str] | None
     """
     store = StudyStore(study_dir)
     app = FastAPI(title="sonosynth reader study", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     if allowed_hosts:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -82,6 +144,20 @@ def create_app(study_dir: str | os.PathLike, allowed_hosts: Sequence[str] | None
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and what, never the input itself: echoing a body back doubles any abuse of the server.
+        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "invalid"), "type": e.get("type", "")}
+                    for e in exc.errors()]
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(NameTaken)
+    async def name_taken(request: Request, exc: NameTaken) -> JSONResponse:
+        return JSONResponse({"detail": (
+            "a reader of this name has already started. To continue, use the browser you started in or your "
+            "personal reader link; if you are someone else, add something to the name (e.g. an initial).")},
+            status_code=409)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
@@ -135,4 +211,4 @@ def create_app(study_dir: str | os.PathLike, allowed_hosts: Sequence[str] | None
     return app
 
 
-__all__ = ["AnswerRequest", "ReaderRequest", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "AnswerRequest", "BodySizeLimit", "ReaderRequest", "create_app"]

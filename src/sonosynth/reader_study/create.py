@@ -27,6 +27,7 @@ from sonosynth.atomic import atomic_path, staged_directory
 from sonosynth.config import StrictModel
 from sonosynth.data.manifest import Manifest
 from sonosynth.errors import InputDataError, SonosynthError
+from sonosynth.outputs import check_output_location, check_replaceable
 from sonosynth.progress import track
 from sonosynth.reader_study.store import (
     DATABASE_FILENAME,
@@ -196,6 +197,9 @@ def create_study(real: Manifest, synthetic: Sequence[SyntheticInput], out: str |
     """Draw the images, write them under opaque IDs into `out/images/`, and the key into `out/study.sqlite`."""
     options = options or StudyOptions()
     out = Path(out)
+    check_output_location(out, [real.root, *(s.manifest.root for s in synthetic)])
+    if overwrite:
+        check_replaceable(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         what = "a reader study (with its answers)" if (out / DATABASE_FILENAME).exists() else "other files"
         raise SonosynthError(f"{out}: the folder already holds {what}. Choose a new --out, or pass --overwrite.")

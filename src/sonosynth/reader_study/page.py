@@ -1,8 +1,9 @@
 """The reading page: one HTML document with its CSS and JavaScript inline (no CDN, font or external file).
 
 Kept as a Python string so it ships inside the package without package-data rules.
-Flow: the reader gives a name (the server returns a token, kept in localStorage so a reload
-resumes), then sees one image at a time. R / S answers; 1-5 sets an optional confidence first;
+Flow: the reader gives a new name (the server returns a secret token, kept in localStorage so a
+reload resumes, and shown as a personal link `/#reader=TOKEN` that resumes in any browser; the
+fragment never reaches the server's logs), then sees one image at a time. R / S answers; 1-5 sets an optional confidence first;
 N focuses the note; B or Left goes back one image. The next image is requested only after the
 server confirmed the answer was saved.
 """
@@ -57,7 +58,7 @@ PAGE = r"""<!doctype html>
 <main>
   <form id="start" class="hidden">
     <p>Each image is either a real ultrasound frame or a synthetic one. Label every image; you can stop at any
-       time and resume later with the same name.</p>
+       time and resume later in this browser, or anywhere with the personal link shown once you start.</p>
     <div class="row"><label for="name">Your name</label>
       <input id="name" type="text" maxlength="80" autocomplete="off" required>
       <button id="begin" type="submit">Start</button></div>
@@ -89,6 +90,8 @@ PAGE = r"""<!doctype html>
     <div class="row"><button id="back-done" type="button">&#8592; back <kbd>B</kbd></button></div>
   </section>
   <div id="status" role="status"></div>
+  <p id="link-box" class="help hidden">Your personal link resumes your reading in any browser; keep it to
+     yourself: <a id="reader-link" href="#"></a></p>
 </main>
 <script>
 "use strict";
@@ -156,10 +159,14 @@ async function showPosition(position) {
   shownAt = performance.now();
 }
 
+function personalLink(token) { return `${location.origin}/#reader=${token}`; }
+
 async function resume(token) {
   reader = await api("GET", `/api/readers/${token}`);
   $("name").blur();  // so the shortcut keys reach the page, not the hidden name field
   localStorage.setItem(TOKEN_KEY, reader.reader);
+  $("reader-link").textContent = $("reader-link").href = personalLink(reader.reader);
+  $("link-box").classList.remove("hidden");
   await showPosition(reader.answered);
   status(reader.answered ? `Welcome back, ${reader.name}: resuming at image ${Math.min(reader.answered + 1, reader.total)}.` : "");
 }
@@ -198,7 +205,10 @@ $("real").addEventListener("click", () => answer("real"));
 $("synthetic").addEventListener("click", () => answer("synthetic"));
 $("back").addEventListener("click", back);
 $("back-done").addEventListener("click", back);
-$("switch").addEventListener("click", () => { localStorage.removeItem(TOKEN_KEY); location.reload(); });
+$("switch").addEventListener("click", () => {
+  if (!confirm(`Your answers stay saved. To come back to them later you need your personal link:\n${personalLink(reader.reader)}`)) return;
+  localStorage.removeItem(TOKEN_KEY); location.reload();
+});
 for (const b of document.querySelectorAll("#confidence button")) {
   b.addEventListener("click", () => setConfidence(confidence === Number(b.dataset.value) ? null : Number(b.dataset.value)));
 }
@@ -218,7 +228,13 @@ document.addEventListener("keydown", (event) => {
   event.preventDefault();
 });
 
+// A personal link opened in a tab already on this page changes only the fragment: start over with it.
+window.addEventListener("hashchange", () => { if (location.hash.startsWith("#reader=")) location.reload(); });
+
 (async () => {
+  // A personal link carries the token in the fragment; keep it, then clear it from the address bar.
+  const linked = /^#reader=([0-9a-f]{32})$/.exec(location.hash);
+  if (linked) { localStorage.setItem(TOKEN_KEY, linked[1]); history.replaceState(null, "", location.pathname); }
   const token = localStorage.getItem(TOKEN_KEY);
   if (token) {
     try { await resume(token); return; }

@@ -80,6 +80,10 @@ class NotFound(LookupError):
     """An unknown reader, image or position (the web app answers 404)."""
 
 
+class NameTaken(LookupError):
+    """A reader name already in use: only that reader's own link (their secret token) resumes it."""
+
+
 class OutOfOrder(ValueError):
     """An answer for an image the reader has not reached yet (the web app answers 409)."""
 
@@ -227,8 +231,13 @@ class StudyStore:
             return pd.read_sql_query("SELECT * FROM images ORDER BY image_id", connection)
 
     # ----------------------------------------------------------------- readers
-    def register_reader(self, name: str) -> Reader:
-        """The reader of this name, created with their own shuffled order the first time."""
+    def register_reader(self, name: str, resume_existing: bool = False) -> Reader:
+        """A new reader of this name, with their own shuffled order.
+
+        The token returned is the reader's secret: it alone opens their reading. A name already
+        taken raises NameTaken, so typing someone's name never hands out their token; the study
+        owner (who holds the database) may pass `resume_existing` to look up an existing reader.
+        """
         name = " ".join(name.split())
         if not name or len(name) > MAX_NAME_LENGTH:
             raise ValueError(f"a reader name has 1 to {MAX_NAME_LENGTH} characters")
@@ -246,8 +255,10 @@ class StudyStore:
                     "INSERT INTO reader_order (reader_id, position, image_id) VALUES (?, ?, ?)",
                     [(cursor.lastrowid, position, image_id) for position, image_id in enumerate(image_ids)],
                 )
-            else:
+            elif resume_existing:
                 token = row[0]
+            else:
+                raise NameTaken(name)
         return self.reader(token)
 
     def _reader_id(self, connection: sqlite3.Connection, token: str) -> tuple[int, str]:
@@ -335,6 +346,6 @@ class StudyStore:
 
 
 __all__ = [
-    "ANSWERS", "DATABASE_FILENAME", "IMAGES_DIRNAME", "Item", "KeyRow", "NotFound", "OutOfOrder", "Reader",
+    "ANSWERS", "DATABASE_FILENAME", "IMAGES_DIRNAME", "Item", "KeyRow", "NameTaken", "NotFound", "OutOfOrder", "Reader",
     "StudyStore", "create_database", "new_image_id",
 ]
