@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from tests.experiment.test_runner import _spec
+from tests.experiment.conftest import smoke_spec as _spec
 
 from sonosynth.experiment.study import run_study
 

@@ -1,6 +1,6 @@
 """A study run leaves a log, a status file and TensorBoard events in its run folder."""
 
-from tests.experiment.test_runner import _spec
+from tests.experiment.conftest import smoke_spec as _spec
 
 from sonosynth.experiment.study import run_study
 from sonosynth.status import read_status
