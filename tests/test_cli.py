@@ -37,7 +37,8 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, monkeypatch, capsy
     code, out = _run_main(monkeypatch, capsys, ["split", str(tmp_path / "nothing"), "--out", str(tmp_path / "f.csv")])
     assert code == 2
     assert "error:" in out.out and "Traceback" not in out.out + out.err
-    code, out = _run_main(monkeypatch, capsys, ["ingest", "pocus", str(tmp_path), "--out", str(tmp_path / "o"),
+    (tmp_path / "src").mkdir()
+    code, out = _run_main(monkeypatch, capsys, ["ingest", "pocus", str(tmp_path / "src"), "--out", str(tmp_path / "o"),
                                                 "--classes", "covid,martian"])
     assert code == 2 and "martian" in out.out
 

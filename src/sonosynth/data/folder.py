@@ -177,6 +177,10 @@ def ingest_folder(source: str | os.PathLike, out: str | os.PathLike, options: Fo
             if path.suffix.lower() not in MEDIA_SUFFIXES:
                 report.skip(shown, f"not an image or video ({path.suffix or 'no extension'})")
                 continue
+            if any(ord(char) < 32 for char in shown):
+                # A control character (a newline, a carriage return) cannot round-trip through manifest.csv.
+                report.skip(shown, "control character in the file name; rename it")
+                continue
             report.files_read += 1
             frames = read_source(path, options.fps, options, report, shown=shown)
             if frames is None:
