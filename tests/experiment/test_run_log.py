@@ -1,6 +1,6 @@
-import importlib.util
-
 """A study run leaves a log, a status file and TensorBoard events in its run folder."""
+
+import importlib.util
 
 from tests.experiment.conftest import smoke_spec as _spec
 
