@@ -108,3 +108,24 @@ def test_status_of_a_live_run_lists_what_is_running(tmp_path):
     watch.close("finished")
     assert read.state == "running" and read.left == 4
     assert [r["description"] for r in read.running] == ["fit G fold 0 image 1/1"]
+
+
+def test_study_eta_times_each_generator_apart_and_does_not_guess_untimed_kinds(tmp_path, plain):
+    watch = StudyProgress(tmp_path)
+    watch.plan(12, {"fit SinDDM": 2, "fit SinGAN": 2, "sample SinDDM": 2, "classify": 6})
+    watch.started("fit SinDDM fold 0 image 1")
+    watch.finished("fit SinDDM fold 0 image 1", computed=True, seconds=300.0)
+    # one SinDDM fit to go at 300 s; SinGAN fits borrow the fit mean; samples and classifiers are untimed
+    assert watch.eta() == pytest.approx(300.0 + 2 * 300.0)
+    assert watch.untimed() == 2 + 6
+    assert any("study ETA >= 15m (+8 units not yet timed)" in r.getMessage() for r in plain.records)
+    watch.started("fit SinGAN fold 0 image 1")
+    watch.finished("fit SinGAN fold 0 image 1", computed=True, seconds=30.0)
+    watch.started("classify real small_cnn fold 0")
+    watch.finished("classify real small_cnn fold 0", computed=True, seconds=20.0)
+    watch.started("sample SinDDM fold 0 image 1 pneumonia")
+    watch.finished("sample SinDDM fold 0 image 1 pneumonia", computed=True, seconds=5.0)
+    assert watch.untimed() == 0
+    assert watch.eta() == pytest.approx(300.0 + 30.0 + 5.0 + 5 * 20.0)
+    assert json.loads((tmp_path / "status.json").read_text())["eta_untimed_units"] == 0
+    watch.close("finished")

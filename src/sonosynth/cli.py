@@ -226,7 +226,10 @@ def status_command(
     if status.left is not None and status.state != "finished":
         line += f", {status.left} left"
     if status.eta_seconds is not None:
-        line += f", ETA {format_duration(status.eta_seconds, coarse=True)}"
+        bound = ">= " if status.eta_untimed_units else ""
+        line += f", ETA {bound}{format_duration(status.eta_seconds, coarse=True)}"
+        if status.eta_untimed_units:
+            line += f" (+{status.eta_untimed_units} units not yet timed)"
     console.print(line)
     for entry in status.running:
         import time

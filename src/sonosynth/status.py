@@ -3,8 +3,12 @@
 `StudyProgress` receives the runner's unit events (planned, started, finished or reused). It logs
 one line per unit (`[12/85] fit SinDDM fold 2 image 3: done in 2m10s, study ETA 25m`), moves the
 study bar on a terminal, and keeps `run_dir/status.json` current. The study ETA counts only units
-that still need computing: each kind of unit's mean time so far (fits and classifiers differ by
-minutes) times the units of that kind still to go; reused units take no time and do not count.
+that still need computing: each group of units' mean time so far times that group's units still to
+go. A group is a kind and, for fits and samples, the generator (`fit SinDDM`, `sample SinGAN`,
+`classify`): a SinDDM fit and a SinGAN fit differ by minutes, a fit and a classifier by more. A
+group not yet timed borrows its kind's mean; a kind not yet timed is not guessed at: the ETA is
+then a lower bound, logged as `study ETA >= 5m (+40 units not yet timed)`. Reused units take no
+time and do not count.
 
 `read_status(run_dir)` builds a summary from `status.json` and the cache itself (finished units,
 their times, the latest classifier numbers), so it works for a running, finished or killed run.
@@ -38,6 +42,14 @@ def unit_kind(description: str) -> str:
     return description.split(" ", 1)[0] if description else "unit"
 
 
+def eta_group(description: str) -> str:
+    """The units timed together for the ETA: the kind, and for fits and samples the generator's name."""
+    words = description.split()
+    if len(words) > 1 and words[0] in ("fit", "sample"):
+        return f"{words[0]} {words[1]}"
+    return unit_kind(description)
+
+
 class StudyProgress:
     """Unit-level progress of one study run: log lines, the terminal bar, and `status.json`."""
 
@@ -50,8 +62,9 @@ class StudyProgress:
         self.done = 0
         self.reused = 0
         self._reused_pending = 0
-        self.seconds: dict[str, list[float]] = {}
-        self.finished_by_kind: dict[str, int] = {}
+        self.seconds: dict[str, list[float]] = {}  # by kind
+        self.group_seconds: dict[str, list[float]] = {}
+        self.finished_by_group: dict[str, int] = {}
         self.running: dict[str, dict[str, Any]] = {}
         self.recent: list[dict[str, Any]] = []
         self.started_at = time.time()
@@ -61,7 +74,8 @@ class StudyProgress:
 
     # -- events from the runner
     def plan(self, total: int, kinds: dict[str, int] | None = None) -> None:
-        """The number of units the study will report (known before the first one runs)."""
+        """The number of units the study will report, and how many of each `eta_group` (known before
+        the first one runs)."""
         self.total = total
         self.kinds = dict(kinds or {})
         if self.display is not None:
@@ -92,17 +106,17 @@ class StudyProgress:
         label = self.label(description)
         entry = self.running.pop(description, None)
         kind = unit_kind(description)
+        group = self._group(description)
         self.done += 1
-        self.finished_by_kind[kind] = self.finished_by_kind.get(kind, 0) + 1
+        self.finished_by_group[group] = self.finished_by_group.get(group, 0) + 1
         if computed:
             if seconds is None:
                 seconds = time.time() - entry["since"] if entry else 0.0
             self.seconds.setdefault(kind, []).append(seconds)
+            self.group_seconds.setdefault(group, []).append(seconds)
             self.recent = [*self.recent, {"description": description, "seconds": seconds,
                                           "finished": time.time()}][-RECENT:]
-            eta = self.eta()
-            log.info("%s: done in %s%s", label, format_duration(seconds),
-                     f", study ETA {format_duration(eta, coarse=True)}" if math.isfinite(eta) and self.left() else "")
+            log.info("%s: done in %s%s", label, format_duration(seconds), self._eta_note())
         else:
             self.reused += 1
             self._reused_pending += 1
@@ -111,8 +125,9 @@ class StudyProgress:
         progress_module.unit_labels.pop(description, None)
         if self.display is not None:
             eta = self.eta()
+            bound = ">=" if self.untimed() else ""
             self.display.update(self.bar, completed=self.done,
-                                eta=f"ETA {format_duration(eta, coarse=True)}" if math.isfinite(eta) else "")
+                                eta=f"ETA {bound}{format_duration(eta, coarse=True)}" if math.isfinite(eta) else "")
         self._write()
 
     def close(self, state: str = "finished") -> None:
@@ -131,19 +146,47 @@ class StudyProgress:
         return max(0, (self.total or 0) - self.done)
 
     def eta(self) -> float:
-        """Seconds still needed: per kind, the mean computed time times that kind's units still to go."""
+        """Seconds still needed by the units whose group or kind has been timed (see `untimed`)."""
         if self.total is None or not self.seconds:
             return math.inf
-        every = [s for times in self.seconds.values() for s in times]
-        overall = sum(every) / len(every)
         if not self.kinds:
-            return overall * self.left()
+            every = [s for times in self.seconds.values() for s in times]
+            return sum(every) / len(every) * self.left()
         seconds = 0.0
-        for kind, planned in self.kinds.items():
-            times = self.seconds.get(kind)
-            to_go = max(0, planned - self.finished_by_kind.get(kind, 0))
-            seconds += to_go * (sum(times) / len(times) if times else overall)
+        for group, to_go in self._to_go().items():
+            mean = self._mean_for(group)
+            seconds += to_go * mean if mean is not None else 0.0
         return seconds
+
+    def untimed(self) -> int:
+        """Units still to go whose kind has no computed unit yet, so the ETA leaves them out."""
+        return sum(n for group, n in self._to_go().items() if self._mean_for(group) is None)
+
+    def _to_go(self) -> dict[str, int]:
+        return {group: max(0, planned - self.finished_by_group.get(group, 0)) for group, planned in self.kinds.items()}
+
+    def _mean_for(self, group: str) -> float | None:
+        times = self.group_seconds.get(group) or self.seconds.get(unit_kind(group))
+        return sum(times) / len(times) if times else None
+
+    def _group(self, description: str) -> str:
+        """The planned group a description belongs to: the longest planned group its words start with."""
+        words = description.split()
+        for n in range(len(words), 0, -1):
+            if " ".join(words[:n]) in self.kinds:
+                return " ".join(words[:n])
+        return eta_group(description)
+
+    def _eta_note(self) -> str:
+        eta = self.eta()
+        if not math.isfinite(eta) or not self.left():
+            return ""
+        untimed = self.untimed()
+        if untimed and eta < 1:
+            return f", study ETA not known yet ({untimed} units of kinds not yet timed)"
+        if untimed:
+            return f", study ETA >= {format_duration(eta, coarse=True)} (+{untimed} units not yet timed)"
+        return f", study ETA {format_duration(eta, coarse=True)}"
 
     # -- internals
     def _flush_reused(self) -> None:
@@ -164,6 +207,7 @@ class StudyProgress:
             "state": self.state, "pid": os.getpid(), "host": socket.gethostname(),
             "started": self.started_at, "updated": time.time(), "total": self.total, "done": self.done,
             "reused": self.reused, "left": self.left(), "eta_seconds": eta if math.isfinite(eta) else None,
+            "eta_untimed_units": self.untimed(),
             "running": list(self.running.values()), "recent": self.recent,
             "timings": {kind: {"computed": len(t), "seconds": sum(t)} for kind, t in self.seconds.items()},
         }
@@ -188,6 +232,7 @@ class RunStatus:
     updated: float | None
     results: bool = False
     notes: list[str] = field(default_factory=list)
+    eta_untimed_units: int = 0  # units left out of eta_seconds: their kind has not been timed yet
 
 
 def _alive(pid: int, host: str) -> bool | None:
@@ -271,9 +316,10 @@ def read_status(run_dir: str | os.PathLike) -> RunStatus:
                          f"{format_duration(time.time() - status.get('updated', time.time()))} ago.")
     return RunStatus(run_dir=run_dir, state=state, total=status.get("total"), done=int(status.get("done", 0)),
                      left=status.get("left"), eta_seconds=status.get("eta_seconds") if state == "running" else None,
+                     eta_untimed_units=int(status.get("eta_untimed_units") or 0),
                      running=status.get("running", []) if state == "running" else [], units=units,
                      latest=latest, updated=status.get("updated"), results=(run_dir / "results.csv").is_file(),
                      notes=notes)
 
 
-__all__ = ["STATUS_NAME", "RunStatus", "StudyProgress", "read_status", "unit_kind"]
+__all__ = ["STATUS_NAME", "RunStatus", "StudyProgress", "eta_group", "read_status", "unit_kind"]

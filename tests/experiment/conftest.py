@@ -115,7 +115,7 @@ def smoke_study(tmp_path_factory) -> SmokeStudy:
         recorded_fits().clear()
         planned, reported = [], []
         run_dir = tmp_path_factory.mktemp("smoke") / "run"
-        runner = StudyRunner(smoke_spec(), run_dir, progress=False, on_plan=planned.append,
+        runner = StudyRunner(smoke_spec(), run_dir, progress=False, on_plan=lambda total, groups: planned.append(total),
                              on_unit=lambda description, computed: reported.append((description, computed)))
         result = runner.run()
         plan = runner.plan(*runner.prepare())

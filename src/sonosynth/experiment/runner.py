@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from sonosynth.experiment.layout import (
 )
 from sonosynth.experiment.plan import Condition, StudyPlan, Unit, build_plan, resolve_study
 from sonosynth.experiment.spec import StudySpec
+from sonosynth.status import eta_group
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,7 @@ class StudyRunner:
 
     def __init__(self, spec: StudySpec, run_dir: str | os.PathLike, progress: bool = True,
                  on_unit: Callable[[str, bool], None] | None = None,
-                 on_plan: Callable[[int], None] | None = None, jobs: int = 1,
+                 on_plan: Callable[[int, dict[str, int]], None] | None = None, jobs: int = 1,
                  executor: Executor | None = None, on_start: Callable[[str], object] | None = None) -> None:
         self.spec = spec
         self.study = resolve_study(spec)
@@ -111,7 +113,7 @@ class StudyRunner:
         self.run_dir = self.folder.root
         self.progress = progress
         self.on_unit = on_unit or (lambda description, computed: None)
-        self.on_plan = on_plan or (lambda total: None)
+        self.on_plan = on_plan or (lambda total, groups: None)
         self.on_start = on_start
         self.executor = executor or local_executor(self.folder.cache, jobs=jobs, device=spec.device)
 
@@ -193,7 +195,7 @@ class StudyRunner:
         started = time.perf_counter()
         manifest, folds = self.prepare()
         plan = self.plan(manifest, folds)
-        self.on_plan(len(plan))
+        self.on_plan(len(plan), dict(Counter(eta_group(unit.description) for unit in plan)))
         self.execute(plan)
         results, quality, synthetic_sets = self.collect(plan)
         stats = self.executor.stats

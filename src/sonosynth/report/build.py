@@ -364,7 +364,15 @@ def metrics_by_generator(summary: pd.DataFrame) -> pd.DataFrame:
     wide = human_columns(summary).set_index(["generator", "minority kept"])
     table = wide.T
     table.columns = [f"{generator} {keep}" for generator, keep in table.columns]
-    return table.rename_axis("metric").reset_index()
+    return table.apply(_format_metric_row, axis=1).rename_axis("metric").reset_index()
+
+
+def _format_metric_row(row: pd.Series) -> pd.Series:
+    """One number format per row: counts as integers, every other metric with DIGITS decimals."""
+    values = pd.to_numeric(row, errors="coerce")
+    if values.notna().all() and (values == values.round()).all():
+        return values.map(lambda v: f"{int(v)}")
+    return values.map(lambda v: "" if pd.isna(v) else f"{v:.{DIGITS}f}")
 
 
 def _quality_sections(quality: pd.DataFrame, flags: pd.DataFrame, spec: dict) -> list[Section]:
@@ -485,7 +493,7 @@ def build_sections(run_dir: Path) -> tuple[list[Section], pd.DataFrame, str]:
     headline_title = f"{classifiers[0]}, {kept} ({_folds_text(n_folds)})"
     sections.append(_table_section(f"Overall metrics, {headline_title}", headline,
                                    "Evaluated on real validation patients only. Macro-F1 is the mean of the "
-                                   "per-class F1; the 95% CI is the t-interval of the mean over folds."
+                                   "per-class F1; the 95% CI is the t-interval of the mean over folds, clipped to [0, 1]."
                                    + (" Training accuracy: on the training batches (as augmented) at the epoch "
                                       "the classifier kept." if "training accuracy" in headline else "")))
     for classifier in classifiers:

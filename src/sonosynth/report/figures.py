@@ -115,11 +115,20 @@ def training_curves(generator_curves: dict[str, list[pd.Series]], classifier_cur
     return _png(figure)
 
 
-def metric_bars(table: pd.DataFrame, column: str, label: str, chance: float | None = None) -> bytes:
-    """One bar per generator (mean over folds, std as error bar) of a quality column, e.g. reader AUC or CAS."""
-    grouped = table.groupby("generator", sort=False)[column].agg(["mean", "std"]).fillna(0)
-    figure, axis = plt.subplots(figsize=(4.2, 2.8))
-    axis.bar(grouped.index, grouped["mean"], yerr=grouped["std"], capsize=3, color="#4c78a8")
+def metric_bars(table: pd.DataFrame, column: str, label: str, chance: float | None = None,
+                bounds: tuple[float, float] = (0.0, 1.0)) -> bytes:
+    """One bar per generator and kept fraction (mean over folds) of a quality column, e.g. reader AUC or CAS.
+
+    The error bar is ± one std over folds, cut at the metric's range (an AUC cannot pass 1)."""
+    keys = ["generator", "keep"] if "keep" in table and table["keep"].nunique() > 1 else ["generator"]
+    grouped = table.groupby(keys, sort=False)[column].agg(["mean", "std"]).fillna(0)
+    names = [" ".join([str(key[0]), f"{float(key[1]):.0%}"]) if len(keys) == 2 else str(key)
+             for key in grouped.index]
+    low = (grouped["mean"] - (grouped["mean"] - grouped["std"]).clip(lower=bounds[0])).to_numpy()
+    high = ((grouped["mean"] + grouped["std"]).clip(upper=bounds[1]) - grouped["mean"]).to_numpy()
+    figure, axis = plt.subplots(figsize=(max(4.2, 0.9 * len(names) + 1.5), 2.8))
+    axis.bar(names, grouped["mean"], yerr=[low, high], capsize=3, color="#4c78a8")
+    axis.set_ylim(bounds[0], bounds[1] * 1.05)
     if chance is not None:
         axis.axhline(chance, color="grey", ls="--", lw=1, label="chance")
         axis.legend(fontsize=7)

@@ -84,9 +84,13 @@ def mean_std(values: pd.Series) -> str:
     return f"{values.mean():.{DIGITS}f} ± {values.std(ddof=1):.{DIGITS}f}"
 
 
-def ci_text(values: pd.Series) -> str:
+def ci_text(values: pd.Series, bounds: tuple[float, float] = (0.0, 1.0)) -> str:
+    """The 95% CI as text, clipped to the metric's range (a t-interval of accuracies near 1 passes 1)."""
     interval = ci95(values)
-    return "" if interval is None else f"[{interval[0]:.{DIGITS}f}, {interval[1]:.{DIGITS}f}]"
+    if interval is None:
+        return ""
+    low, high = max(interval[0], bounds[0]), min(interval[1], bounds[1])
+    return f"[{low:.{DIGITS}f}, {high:.{DIGITS}f}]"
 
 
 def cas_table(results: pd.DataFrame) -> pd.DataFrame:
