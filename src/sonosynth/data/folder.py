@@ -16,6 +16,7 @@ from sonosynth.data.ingest import (
     IngestReport,
     fingerprint,
     finish_output,
+    name_problem,
     reuse_or_check_output,
     staged_directory,
 )
@@ -177,9 +178,9 @@ def ingest_folder(source: str | os.PathLike, out: str | os.PathLike, options: Fo
             if path.suffix.lower() not in MEDIA_SUFFIXES:
                 report.skip(shown, f"not an image or video ({path.suffix or 'no extension'})")
                 continue
-            if any(ord(char) < 32 for char in shown):
-                # A control character (a newline, a carriage return) cannot round-trip through manifest.csv.
-                report.skip(shown, "control character in the file name; rename it")
+            problem = name_problem(shown) or name_problem(label)
+            if problem is not None:
+                report.skip(shown, problem)
                 continue
             report.files_read += 1
             frames = read_source(path, options.fps, options, report, shown=shown)

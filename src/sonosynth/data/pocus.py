@@ -21,6 +21,7 @@ from sonosynth.data.ingest import (
     IngestReport,
     fingerprint,
     finish_output,
+    name_problem,
     reuse_or_check_output,
     staged_directory,
 )
@@ -143,6 +144,10 @@ def ingest_pocus(source: str | os.PathLike, out: str | os.PathLike, options: Poc
             relative = path.relative_to(source).as_posix()
             if path.suffix.lower() not in MEDIA_SUFFIXES:
                 report.skip(relative, f"not an image or video ({path.suffix or 'no extension'})")
+                continue
+            problem = name_problem(relative)
+            if problem is not None:
+                report.skip(relative, problem)
                 continue
             row = metadata.loc[path.stem] if path.stem in metadata.index else None
             if row is None:
