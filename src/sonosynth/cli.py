@@ -240,7 +240,10 @@ def status_command(
     for note in status.notes:
         console.print(f"note: {note}")
     if status.results:
-        console.print(f"results: {run_dir / 'results.csv'}; report: {run_dir / 'report.html'}")
+        from sonosynth.experiment.layout import RunFolder
+
+        folder = RunFolder.at(run_dir)
+        console.print(f"results: {folder.results}; report: {folder.report_html}")
 
 
 _register_command_modules()
