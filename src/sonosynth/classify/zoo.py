@@ -9,9 +9,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sonosynth.errors import SonosynthError
+
+if TYPE_CHECKING:
+    from sonosynth.classify.models.base import ClassifierNet
 
 BUILTIN_FAMILIES = ("small_cnn", "pocovidnet", "torchvision_models", "medmamba")
 
@@ -63,3 +66,14 @@ def classifier_spec(name: str) -> ClassifierEntry:
     if name not in _REGISTRY:
         raise SonosynthError(f"unknown classifier {name!r}; available: {', '.join(sorted(_REGISTRY))}.")
     return _REGISTRY[name]
+
+
+def build_classifier(config: dict[str, Any]) -> ClassifierNet:
+    """The bare architecture a config describes (as stored in a checkpoint), randomly initialised."""
+    spec = classifier_spec(config["name"])
+    image_size = int(config["image_size"])
+    if image_size < spec.min_image_size:
+        raise SonosynthError(f"{spec.name} needs images of at least {spec.min_image_size} px, "
+                             f"image_size={image_size} given.")
+    return spec.builder(int(config["num_classes"]), int(config["in_channels"]), image_size,
+                        config.get("input_mode", "native"), **config.get("options", {}))

@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 from sonosynth.atomic import write_text_atomic
+from sonosynth.data.grid import image_grid
 from sonosynth.data.images import load_grayscale
 from sonosynth.data.manifest import Manifest
 from sonosynth.errors import SonosynthError
 from sonosynth.experiment import layout, outputs
 from sonosynth.experiment.spec import StudySpec, load_spec
 from sonosynth.report import figures
-from sonosynth.report.grid import image_grid
 from sonosynth.report.tables import (
     DIGITS,
     accuracy_table,
