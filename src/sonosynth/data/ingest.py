@@ -7,13 +7,14 @@ a manifest. The output is built in a staging folder and moved into place only wh
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,9 +162,14 @@ class FrameWriter:
         return count
 
 
-def fingerprint(kind: str, source: str | os.PathLike, options: BaseModel) -> dict:
-    """What identifies an ingest: rerunning with the same fingerprint reuses the output folder."""
-    return {"kind": kind, "source": os.path.abspath(source), "options": options.model_dump(mode="json")}
+def fingerprint(kind: str, source: str | os.PathLike | None, options: BaseModel) -> dict:
+    """What identifies an ingest: rerunning with the same fingerprint reuses the output folder.
+
+    A source folder counts by its absolute path; a generated dataset (source None) by its options alone,
+    so a rerun from another working folder finds it again.
+    """
+    return {"kind": kind, "source": None if source is None else os.path.abspath(source),
+            "options": options.model_dump(mode="json")}
 
 
 def reuse_or_check_output(out: Path, record: dict, overwrite: bool,
@@ -200,7 +206,7 @@ def finish_output(staging: Path, writer: FrameWriter, report: IngestReport, reco
     """Write manifest, skip log and ingest record into the staging folder."""
     if not writer.rows:
         reasons = "; ".join(f"{k}: {v}" for k, v in report.skip_reasons().items()) or "no input files found"
-        raise InputDataError(f"nothing was ingested from {record['source']} ({reasons}).")
+        raise InputDataError(f"nothing was ingested from {record['source'] or record['kind']} ({reasons}).")
     manifest = Manifest.from_rows(writer.rows, staging)
     manifest.write()
     write_skip_log(report.log_rows(), staging / SKIPPED_FILENAME)
@@ -210,10 +216,37 @@ def finish_output(staging: Path, writer: FrameWriter, report: IngestReport, reco
     return manifest
 
 
+class IngestOutput:
+    """One ingest's output folder: reused when it already holds this very ingest, else built anew.
+
+    `existing` is the reusable manifest (None when the ingest must run); `build()` yields a
+    FrameWriter over a staging folder and, when its block ends, writes the manifest, the skip log
+    and the ingest record there and moves the folder into place.
+    """
+
+    def __init__(self, out: str | os.PathLike, kind: str, source: str | os.PathLike | None, options: BaseModel,
+                 overwrite: bool, sources: Iterable[str | os.PathLike] = ()) -> None:
+        self.out = Path(out)
+        self.record = fingerprint(kind, source, options)
+        self.existing = reuse_or_check_output(self.out, self.record, overwrite, sources)
+        self.report = IngestReport(reused=self.existing is not None)
+
+    @contextlib.contextmanager
+    def build(self) -> Iterator[FrameWriter]:
+        with staged_directory(self.out) as staging:
+            writer = FrameWriter(staging)
+            yield writer
+            finish_output(staging, writer, self.report, self.record)
+
+    def result(self) -> tuple[Manifest, IngestReport]:
+        return (self.existing if self.existing is not None else Manifest.read(self.out)), self.report
+
+
 __all__ = [
     "MIN_SIDE",
     "FrameOptions",
     "FrameWriter",
+    "IngestOutput",
     "IngestReport",
     "fingerprint",
     "finish_output",
