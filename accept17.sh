@@ -83,7 +83,7 @@ ss run study.yaml --out run 2>&1 | grep -E "units computed|exit"
 # ---------------------------------------------------------------------------------------------------------- 5
 section "5. checkpoint parents: train from one folder with relative paths, generate from another"
 img=$(find ingested/frames/covid -name '*.png' | sort | head -1)
-ss -q train singan "$img" --out ckpt --preset smoke
+ss -q train singan "$img" --out ckpt --preset smoke --label covid
 (cd / && ss -q generate singan "$W/ckpt" --out "$W/elsewhere/samples" -n 2)
 $PY - "$W" <<'EOF'
 import json, sys
@@ -168,7 +168,7 @@ curl -s -H 'content-type: application/json' -d '{"name": "Ann"}' http://127.0.0.
   | $PY -c 'import json,sys; d=json.load(sys.stdin); print("  Ann gets her own secret token:", len(d["reader"]), "characters")'
 curl -s -w "\n  HTTP %{http_code}\n" -H 'content-type: application/json' -d '{"name": "Ann"}' \
      http://127.0.0.1:8765/api/readers | sed 's/^/  /'
-kill "$SERVER"; wait "$SERVER" 2>/dev/null
+kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null
 ss reader-study link readers Ann | sed -E 's/#reader=[A-Za-z0-9_-]+/#reader=<secret>/'
 
 # ---------------------------------------------------------------------------------------------------------- 9
