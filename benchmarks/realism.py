@@ -120,7 +120,7 @@ def _patch_swd_per_model(synthetic, store) -> float:
 
 
 def _grid(path: Path, name: str, training, synthetic, store) -> None:
-    from sonosynth.report.grid import image_grid
+    from sonosynth.data.grid import image_grid
 
     def as_uint8(images):
         return [np.clip(np.rint(i * 255), 0, 255).astype(np.uint8) for i in images]

@@ -187,7 +187,7 @@ def _uint8_images(batch) -> list[np.ndarray]:
 def _save_grid(out: Path | None, rows: list) -> None:
     if out is None:
         return
-    from sonosynth.report.grid import image_grid
+    from sonosynth.data.grid import image_grid
 
     out.parent.mkdir(parents=True, exist_ok=True)
     image_grid(rows, tile=160).save(out)

@@ -154,3 +154,15 @@ def test_removed_on_failure_removes_only_a_folder_it_saw_created(tmp_path):
         new.mkdir()
         raise KeyboardInterrupt
     assert new.exists()  # an interrupted command resumes from what it wrote
+
+
+def test_a_simulated_dataset_is_found_again_from_another_working_folder(tmp_path, monkeypatch):
+    # A study's data folder is reused when the study is resumed from anywhere, not only from where it started.
+    options = PhantomOptions(patients={"covid": 1, "pneumonia": 1, "healthy": 1}, size=32, frames=1)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    make_phantom_dataset(tmp_path / "data", options, progress=False)
+    monkeypatch.chdir(tmp_path / "b")
+    _, report = make_phantom_dataset(tmp_path / "data", options, progress=False)
+    assert report.reused

@@ -199,8 +199,8 @@ def grid_command(
     tile: Annotated[int, typer.Option(help="thumbnail side in pixels")] = 128,
 ) -> None:
     """Render a contact sheet of a manifest: a random draw of images, one row per class."""
+    from sonosynth.data.grid import manifest_grid, save_image
     from sonosynth.data.manifest import Manifest
-    from sonosynth.report.grid import manifest_grid, save_image
 
     save_image(manifest_grid(Manifest.read(manifest_path), per_class=per_class, seed=seed, tile=tile), out)
     console.print(f"wrote {out}")
@@ -243,7 +243,10 @@ def status_command(
     for note in status.notes:
         console.print(f"note: {note}")
     if status.results:
-        console.print(f"results: {run_dir / 'results.csv'}; report: {run_dir / 'report.html'}")
+        from sonosynth.experiment.layout import RunFolder
+
+        folder = RunFolder.at(run_dir)
+        console.print(f"results: {folder.results}; report: {folder.report_html}")
 
 
 _register_command_modules()

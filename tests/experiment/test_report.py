@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tests.experiment.conftest import smoke_spec as _spec
 
-from sonosynth.experiment.study import run_study
+from sonosynth.study import run_study
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

@@ -4,8 +4,8 @@ import importlib.util
 
 from tests.experiment.conftest import smoke_spec as _spec
 
-from sonosynth.experiment.study import run_study
 from sonosynth.status import read_status
+from sonosynth.study import run_study
 
 
 def test_a_run_folder_keeps_its_log_status_and_event_files(tmp_path):

@@ -10,6 +10,7 @@ import torch
 
 from sonosynth.checkpoint import load_checkpoint, save_checkpoint
 from sonosynth.classify.models.base import ClassifierNet
+from sonosynth.classify.zoo import build_classifier
 from sonosynth.errors import SonosynthError
 
 CLASSIFIER_KIND = "classifier"
@@ -47,8 +48,6 @@ def read_classifier_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[ClassifierNet, list[str]]:
     """Rebuild the classifier from its stored config and load its weights; returned in eval mode."""
-    from sonosynth.classify.factory import build_classifier
-
     payload = read_classifier_checkpoint(path)
     config = payload["config"]
     model = build_classifier(config)

@@ -6,19 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from sonosynth.classify.models.base import ClassifierNet
-from sonosynth.classify.zoo import classifier_names, classifier_spec
+from sonosynth.classify.zoo import build_classifier, classifier_names, classifier_spec
 from sonosynth.errors import SonosynthError
-
-
-def build_classifier(config: dict[str, Any]) -> ClassifierNet:
-    """The bare architecture a config describes (as stored in a checkpoint), randomly initialised."""
-    spec = classifier_spec(config["name"])
-    image_size = int(config["image_size"])
-    if image_size < spec.min_image_size:
-        raise SonosynthError(f"{spec.name} needs images of at least {spec.min_image_size} px, "
-                             f"image_size={image_size} given.")
-    return spec.builder(int(config["num_classes"]), int(config["in_channels"]), image_size,
-                        config.get("input_mode", "native"), **config.get("options", {}))
 
 
 def create_classifier(name: str, num_classes: int, in_channels: int = 1, pretrained: str = "none",

@@ -6,12 +6,15 @@ imports the built-in families on first use so `sonosynth --help` stays fast.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sonosynth.errors import SonosynthError
+from sonosynth.registry import Registry
+
+if TYPE_CHECKING:
+    from sonosynth.classify.models.base import ClassifierNet
 
 BUILTIN_FAMILIES = ("small_cnn", "pocovidnet", "torchvision_models", "medmamba")
 
@@ -28,7 +31,8 @@ class ClassifierEntry:
     torchvision_arch: str | None = None  # the torchvision builder those weights belong to, e.g. "resnet50"
 
 
-_REGISTRY: dict[str, ClassifierEntry] = {}
+_CLASSIFIERS: Registry[ClassifierEntry] = Registry("classifier", (f"sonosynth.classify.models.{family}"
+                                                                for family in BUILTIN_FAMILIES))
 
 
 def register_classifier(name: str, *, min_image_size: int = 32, description: str = "",
@@ -36,30 +40,27 @@ def register_classifier(name: str, *, min_image_size: int = 32, description: str
     """Decorator for a builder `(num_classes, in_channels, image_size, input_mode, **options) -> ClassifierNet`."""
 
     def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
-        _REGISTRY[name] = ClassifierEntry(name, builder, min_image_size, description, imagenet_weights,
-                                         torchvision_arch)
+        _CLASSIFIERS.add(name, ClassifierEntry(name, builder, min_image_size, description, imagenet_weights,
+                                               torchvision_arch))
         return builder
 
     return decorate
 
 
-def _import_builtin_families() -> None:
-    for family in BUILTIN_FAMILIES:
-        module = f"sonosynth.classify.models.{family}"
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a real missing dependency, not a family absent from this install
-                raise
-
-
 def classifier_names() -> list[str]:
-    _import_builtin_families()
-    return sorted(_REGISTRY)
+    return _CLASSIFIERS.names()
 
 
 def classifier_spec(name: str) -> ClassifierEntry:
-    _import_builtin_families()
-    if name not in _REGISTRY:
-        raise SonosynthError(f"unknown classifier {name!r}; available: {', '.join(sorted(_REGISTRY))}.")
-    return _REGISTRY[name]
+    return _CLASSIFIERS.get(name)
+
+
+def build_classifier(config: dict[str, Any]) -> ClassifierNet:
+    """The bare architecture a config describes (as stored in a checkpoint), randomly initialised."""
+    spec = classifier_spec(config["name"])
+    image_size = int(config["image_size"])
+    if image_size < spec.min_image_size:
+        raise SonosynthError(f"{spec.name} needs images of at least {spec.min_image_size} px, "
+                             f"image_size={image_size} given.")
+    return spec.builder(int(config["num_classes"]), int(config["in_channels"]), image_size,
+                        config.get("input_mode", "native"), **config.get("options", {}))

@@ -34,8 +34,8 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         """
         from sonosynth.config import parse_overrides
         from sonosynth.experiment.spec import load_spec
-        from sonosynth.experiment.study import run_study
         from sonosynth.outputs import check_output_location
+        from sonosynth.study import run_study
 
         overrides = parse_overrides(set_values)
         if device:

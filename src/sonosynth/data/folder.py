@@ -10,15 +10,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field, field_validator
 
-from sonosynth.data.ingest import (
-    FrameOptions,
-    FrameWriter,
-    IngestReport,
-    fingerprint,
-    finish_output,
-    reuse_or_check_output,
-    staged_directory,
-)
+from sonosynth.data.ingest import FrameOptions, IngestOutput, IngestReport, name_problem
 from sonosynth.data.manifest import Manifest
 from sonosynth.data.sources import MEDIA_SUFFIXES, read_source
 from sonosynth.errors import InputDataError
@@ -152,14 +144,11 @@ def ingest_folder(source: str | os.PathLike, out: str | os.PathLike, options: Fo
         raise InputDataError(f"{source}: give a folder with one sub-folder per class, or a CSV with path,label.")
     if not entries:
         raise InputDataError(f"{source}: no class sub-folders with files found.")
-    record = fingerprint("folder", source, options)
-    report = IngestReport()
-    existing = reuse_or_check_output(out, record, overwrite, sources=[source, *(e.path for e in entries)])
-    if existing is not None:
-        report.reused = True
-        return existing, report
-    with staged_directory(out) as staging:
-        writer = FrameWriter(staging)
+    output = IngestOutput(out, "folder", source, options, overwrite, sources=[source, *(e.path for e in entries)])
+    if output.existing is not None:
+        return output.result()
+    report = output.report
+    with output.build() as writer:
         for entry in track(entries, "ingest folder", enabled=progress):
             path, shown, label = entry.path, entry.shown, entry.label
             if entry.problem is not None:
@@ -177,9 +166,9 @@ def ingest_folder(source: str | os.PathLike, out: str | os.PathLike, options: Fo
             if path.suffix.lower() not in MEDIA_SUFFIXES:
                 report.skip(shown, f"not an image or video ({path.suffix or 'no extension'})")
                 continue
-            if any(ord(char) < 32 for char in shown):
-                # A control character (a newline, a carriage return) cannot round-trip through manifest.csv.
-                report.skip(shown, "control character in the file name; rename it")
+            problem = name_problem(shown) or name_problem(label)
+            if problem is not None:
+                report.skip(shown, problem)
                 continue
             report.files_read += 1
             frames = read_source(path, options.fps, options, report, shown=shown)
@@ -193,5 +182,4 @@ def ingest_folder(source: str | os.PathLike, out: str | os.PathLike, options: Fo
             if patient is None:
                 report.notes["no patient ID: file is its own patient"] += 1
             writer.write(frames, label=label, patient_id=patient or f"file-{shown}", source=shown)
-        finish_output(staging, writer, report, record)
-    return Manifest.read(out), report
+    return output.result()

@@ -7,12 +7,14 @@ a manifest. The output is built in a staging folder and moved into place only wh
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import hashlib
 import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +76,60 @@ class IngestReport:
         return pd.Series([r.split(" (")[0] for _, r in self.skipped], dtype=str).value_counts()
 
 
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, which Python holds as lone surrogates
+        return False
+    return True
+
+
+def name_problem(name: str) -> str | None:
+    """Why a file or class name cannot stand in manifest.csv as it is, or None when it can."""
+    if not _is_text(name):
+        return "file name is not UTF-8 text; rename it"
+    controls = sorted({f"\\x{ord(char):02x}" for char in name if ord(char) < 32})
+    if controls:
+        # A carriage return or newline in `source` would break tools that read the manifest line by line.
+        return f"control character in the file name ({', '.join(controls)}); rename it"
+    return None
+
+
+# skipped.csv: one row per file; every cell is quoted, so a name holding a newline or a carriage return
+# reads back as written. A name that is not UTF-8 cannot be stored as text at all: its `file` cell then
+# holds the name's bytes in Python's escape notation (\xff; a backslash doubled), and `note` says so.
+SKIP_COLUMNS = ["file", "reason", "note"]
+ESCAPED_NAME_NOTE = "file name is not UTF-8: shown as its bytes with \\xNN escapes (a backslash doubled)"
+
+
+def _escaped_name(name: str) -> str:
+    return os.fsencode(name).decode("latin-1").encode("unicode_escape").decode("ascii")
+
+
+def _unescaped_name(cell: str) -> str:
+    return os.fsdecode(cell.encode("ascii").decode("unicode_escape").encode("latin-1"))
+
+
+def write_skip_log(rows: Iterable[tuple[str, str]], path: str | os.PathLike) -> None:
+    """Write skipped.csv so that every name, whatever characters or bytes it holds, reads back unchanged."""
+    records = []
+    for file, reason in rows:
+        escaped = not _is_text(file)
+        records.append({"file": _escaped_name(file) if escaped else file,
+                        "reason": reason.encode("utf-8", "backslashreplace").decode("utf-8"),
+                        "note": ESCAPED_NAME_NOTE if escaped else ""})
+    pd.DataFrame(records, columns=SKIP_COLUMNS).to_csv(path, index=False, quoting=csv.QUOTE_ALL)
+
+
+def read_skip_log(path: str | os.PathLike) -> pd.DataFrame:
+    """skipped.csv as a table whose `file` column holds each name exactly as the file system has it."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "note" in table.columns:
+        escaped = table["note"] == ESCAPED_NAME_NOTE
+        table.loc[escaped, "file"] = [_unescaped_name(cell) for cell in table.loc[escaped, "file"]]
+    return table
+
+
 def safe_stem(name: str) -> str:
     """A file-name-safe, recognisable stem; the original name stays in the manifest's `source`."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "file"
@@ -106,9 +162,14 @@ class FrameWriter:
         return count
 
 
-def fingerprint(kind: str, source: str | os.PathLike, options: BaseModel) -> dict:
-    """What identifies an ingest: rerunning with the same fingerprint reuses the output folder."""
-    return {"kind": kind, "source": os.path.abspath(source), "options": options.model_dump(mode="json")}
+def fingerprint(kind: str, source: str | os.PathLike | None, options: BaseModel) -> dict:
+    """What identifies an ingest: rerunning with the same fingerprint reuses the output folder.
+
+    A source folder counts by its absolute path; a generated dataset (source None) by its options alone,
+    so a rerun from another working folder finds it again.
+    """
+    return {"kind": kind, "source": None if source is None else os.path.abspath(source),
+            "options": options.model_dump(mode="json")}
 
 
 def reuse_or_check_output(out: Path, record: dict, overwrite: bool,
@@ -145,25 +206,55 @@ def finish_output(staging: Path, writer: FrameWriter, report: IngestReport, reco
     """Write manifest, skip log and ingest record into the staging folder."""
     if not writer.rows:
         reasons = "; ".join(f"{k}: {v}" for k, v in report.skip_reasons().items()) or "no input files found"
-        raise InputDataError(f"nothing was ingested from {record['source']} ({reasons}).")
+        raise InputDataError(f"nothing was ingested from {record['source'] or record['kind']} ({reasons}).")
     manifest = Manifest.from_rows(writer.rows, staging)
     manifest.write()
-    pd.DataFrame(report.log_rows(), columns=["file", "reason"]).to_csv(staging / SKIPPED_FILENAME, index=False)
+    write_skip_log(report.log_rows(), staging / SKIPPED_FILENAME)
     summary = {"fingerprint": record, "files_read": report.files_read, "frames": len(manifest),
                "skipped": len(report.skipped), "cut_short": len(report.cut_short), "notes": dict(report.notes)}
     write_text_atomic(staging / INGEST_RECORD, json.dumps(summary, indent=2))
     return manifest
 
 
+class IngestOutput:
+    """One ingest's output folder: reused when it already holds this very ingest, else built anew.
+
+    `existing` is the reusable manifest (None when the ingest must run); `build()` yields a
+    FrameWriter over a staging folder and, when its block ends, writes the manifest, the skip log
+    and the ingest record there and moves the folder into place.
+    """
+
+    def __init__(self, out: str | os.PathLike, kind: str, source: str | os.PathLike | None, options: BaseModel,
+                 overwrite: bool, sources: Iterable[str | os.PathLike] = ()) -> None:
+        self.out = Path(out)
+        self.record = fingerprint(kind, source, options)
+        self.existing = reuse_or_check_output(self.out, self.record, overwrite, sources)
+        self.report = IngestReport(reused=self.existing is not None)
+
+    @contextlib.contextmanager
+    def build(self) -> Iterator[FrameWriter]:
+        with staged_directory(self.out) as staging:
+            writer = FrameWriter(staging)
+            yield writer
+            finish_output(staging, writer, self.report, self.record)
+
+    def result(self) -> tuple[Manifest, IngestReport]:
+        return (self.existing if self.existing is not None else Manifest.read(self.out)), self.report
+
+
 __all__ = [
     "MIN_SIDE",
     "FrameOptions",
     "FrameWriter",
+    "IngestOutput",
     "IngestReport",
     "fingerprint",
     "finish_output",
+    "name_problem",
     "prepare_frames",
+    "read_skip_log",
     "reuse_or_check_output",
     "safe_stem",
     "staged_directory",
+    "write_skip_log",
 ]

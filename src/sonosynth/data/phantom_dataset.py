@@ -7,14 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sonosynth.data.ingest import (
-    FrameWriter,
-    IngestReport,
-    fingerprint,
-    finish_output,
-    reuse_or_check_output,
-    staged_directory,
-)
+from sonosynth.data.ingest import IngestOutput, IngestReport
 from sonosynth.data.manifest import Manifest
 from sonosynth.data.phantom import CLASSES, simulate_patient
 from sonosynth.progress import track
@@ -56,22 +49,17 @@ def make_phantom_dataset(out: str | os.PathLike, options: PhantomOptions | None 
                          progress: bool = True) -> tuple[Manifest, IngestReport]:
     options = options or PhantomOptions()
     out = Path(out)
-    record = fingerprint("phantom", "phantom", options)
-    report = IngestReport()
-    existing = reuse_or_check_output(out, record, overwrite)
-    if existing is not None:
-        report.reused = True
-        return existing, report
+    output = IngestOutput(out, "phantom", None, options, overwrite)
+    if output.existing is not None:
+        return output.result()
     jobs = [(label, index) for label in CLASSES for index in range(options.patients.get(label, 0))]
-    with staged_directory(out) as staging:
-        writer = FrameWriter(staging)
+    with output.build() as writer:
         for label, index in track(jobs, "simulate phantom patients", enabled=progress):
             frames = simulate_patient(label, index, options.frames, options.size, options.seed)
-            report.files_read += 1
+            output.report.files_read += 1
             writer.write(
                 ((f.frame_index, f.image) for f in frames),
                 label=label, patient_id=frames[0].patient_id, source=f"phantom/{frames[0].patient_id}",
                 license=PHANTOM_LICENSE,
             )
-        finish_output(staging, writer, report, record)
-    return Manifest.read(out), report
+    return output.result()

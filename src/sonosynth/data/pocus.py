@@ -15,15 +15,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field, field_validator
 
-from sonosynth.data.ingest import (
-    FrameOptions,
-    FrameWriter,
-    IngestReport,
-    fingerprint,
-    finish_output,
-    reuse_or_check_output,
-    staged_directory,
-)
+from sonosynth.data.ingest import FrameOptions, IngestOutput, IngestReport, name_problem
 from sonosynth.data.manifest import Manifest
 from sonosynth.data.sources import MEDIA_SUFFIXES, read_source
 from sonosynth.errors import InputDataError
@@ -127,22 +119,23 @@ def ingest_pocus(source: str | os.PathLike, out: str | os.PathLike, options: Poc
     if not source.is_dir():
         raise InputDataError(f"{source} is not a folder; point to the POCUS data folder (e.g. ../shared/data/pocus).")
     metadata = read_metadata(source)
-    record = fingerprint("pocus", source, options)
-    report = IngestReport()
-    existing = reuse_or_check_output(out, record, overwrite, sources=[source])
-    if existing is not None:
-        report.reused = True
-        return existing, report
+    output = IngestOutput(out, "pocus", source, options, overwrite, sources=[source])
+    if output.existing is not None:
+        return output.result()
+    report = output.report
     files = list_media(source, options.probes)
     if not files:
         raise InputDataError(f"no images or videos under {source}/pocus_images|pocus_videos/{'|'.join(options.probes)}.")
     license_filter = re.compile(options.exclude_licenses, re.IGNORECASE) if options.exclude_licenses else None
-    with staged_directory(out) as staging:
-        writer = FrameWriter(staging)
+    with output.build() as writer:
         for path in track(files, "ingest pocus", enabled=progress):
             relative = path.relative_to(source).as_posix()
             if path.suffix.lower() not in MEDIA_SUFFIXES:
                 report.skip(relative, f"not an image or video ({path.suffix or 'no extension'})")
+                continue
+            problem = name_problem(relative)
+            if problem is not None:
+                report.skip(relative, problem)
                 continue
             row = metadata.loc[path.stem] if path.stem in metadata.index else None
             if row is None:
@@ -164,5 +157,4 @@ def ingest_pocus(source: str | os.PathLike, out: str | os.PathLike, options: Poc
             if frames is None:
                 continue
             writer.write(frames, label=label, patient_id=patient_of(path.stem, row), source=relative, license=license)
-        finish_output(staging, writer, report, record)
-    return Manifest.read(out), report
+    return output.result()

@@ -11,20 +11,16 @@ inputs did not change.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sonosynth.atomic import write_text_atomic
-from sonosynth.data.manifest import Manifest
 from sonosynth.experiment.outputs import DamagedOutput
-from sonosynth.hashing import file_sha1
 
 if TYPE_CHECKING:
     from sonosynth.experiment.plan import Unit
@@ -33,31 +29,6 @@ log = logging.getLogger(__name__)
 
 DONE_MARKER = ".done"
 UNIT_RECORD = "unit.json"
-
-
-@dataclass
-class FileHasher:
-    """Content hashes of files, memoised by (path, size, mtime) so each file is read once per run."""
-
-    _memo: dict[tuple[str, int, int], str] = field(default_factory=dict)
-
-    def file(self, path: Path) -> str:
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
-        if key not in self._memo:
-            self._memo[key] = file_sha1(path)
-        return self._memo[key]
-
-    def manifest(self, manifest: Manifest) -> str:
-        """A hash of the images (content, label, patient) a manifest lists, independent of where it lives."""
-        digest = hashlib.sha1()
-        rows = sorted(
-            zip((self.file(p) for p in manifest.absolute_paths()), manifest.labels,
-                manifest.table["patient_id"], strict=True)
-        )
-        for row in rows:
-            digest.update("|".join(row).encode())
-        return digest.hexdigest()
 
 
 def _record(unit: Unit) -> dict:

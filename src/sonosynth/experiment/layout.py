@@ -2,6 +2,7 @@
 
     runs/<name>/
       spec.yaml  versions.json  manifest.csv  folds.csv   the study's inputs, as resolved
+      run.log  status.json                                 the console's log; progress while it runs
       data/                                                ingested or simulated real images
       cache/<kind>/<key>/                                  one folder per unit of work (see `cache.py`)
       results.csv  confusions.csv  quality.csv  memorization_flags.csv  synthetic_sets.csv
@@ -15,9 +16,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sonosynth.data.manifest import MANIFEST_FILENAME
+from sonosynth.logs import RUN_LOG_NAME as RUN_LOG
+from sonosynth.status import STATUS_NAME as STATUS
+
 SPEC = "spec.yaml"
 VERSIONS = "versions.json"
-MANIFEST = "manifest.csv"
+MANIFEST = MANIFEST_FILENAME
 FOLDS = "folds.csv"
 DATA_DIR = "data"
 CACHE_DIR = "cache"
@@ -58,6 +63,14 @@ class RunFolder:
     @property
     def spec(self) -> Path:
         return self.root / SPEC
+
+    @property
+    def run_log(self) -> Path:
+        return self.root / RUN_LOG
+
+    @property
+    def status(self) -> Path:
+        return self.root / STATUS
 
     @property
     def versions(self) -> Path:

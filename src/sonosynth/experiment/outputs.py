@@ -18,6 +18,8 @@ from sonosynth.errors import SonosynthError
 CLASSIFY_METRICS = "metrics.json"
 CLASSIFY_CONFUSION = "confusion.csv"
 CLASSIFY_MODEL = "model.pt"
+CLASSIFY_RUN = "run.json"  # what ran: regime, config, stopping patients, stages
+CLASSIFY_LOSSES = "losses.csv"  # per stage and epoch
 QUALITY_TABLE = "quality.csv"
 QUALITY_MEMORIZATION = "memorization.csv"
 QUALITY_MOST_COPIED = "most_copied.csv"
@@ -99,9 +101,9 @@ def read_memorization(folder: Path) -> pd.DataFrame:
 
 def read_samples(folder: Path):
     """The unit's SyntheticSet, every listed image present."""
-    from sonosynth.data.manifest import Manifest
+    from sonosynth.data.manifest import MANIFEST_FILENAME, Manifest
 
-    path = folder / SAMPLES_DIR / "manifest.csv"
+    path = folder / SAMPLES_DIR / MANIFEST_FILENAME
     if not path.is_file():
         raise DamagedOutput(path, "missing")
     try:

@@ -36,6 +36,7 @@ from sonosynth.data.manifest import Manifest
 from sonosynth.data.split import FoldData, split_fold
 from sonosynth.errors import SonosynthError
 from sonosynth.experiment import outputs, units
+from sonosynth.experiment.hashes import FileHasher
 from sonosynth.experiment.spec import SYNTHETIC_REGIMES, GeneratorSpec, StudyClassifierSpec, StudySpec
 from sonosynth.hashing import file_sha1
 
@@ -228,8 +229,6 @@ def regime_unit(regime: str, model: str, config: BaseModel, fold: FoldData, synt
                 stop: Manifest | None, pretrained: str = "none", weights: Path | None = None,
                 device: str = "auto", progress: bool = True) -> Unit:
     """One classifier run on explicit manifests as a unit (the `classify` command runs it in its --out folder)."""
-    from sonosynth.experiment.cache import FileHasher
-
     hasher = FileHasher()
     payload = {
         "regime": regime, "model": model, "config": config.model_dump(mode="json"),
@@ -385,8 +384,6 @@ class _PlanBuilder:
     """Collects units, keeping the first of identical ones (a model on an image two fractions share)."""
 
     def __init__(self, study: ResolvedStudy) -> None:
-        from sonosynth.experiment.cache import FileHasher
-
         self.study = study
         self.spec = study.spec
         self.hasher = FileHasher()

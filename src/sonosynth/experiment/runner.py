@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 
 from sonosynth.atomic import write_csv_atomic, write_text_atomic
+from sonosynth.data.ingest import SKIPPED_FILENAME
 from sonosynth.data.manifest import Manifest, concat
 from sonosynth.data.split import make_folds, read_folds, same_assignment, write_folds
 from sonosynth.errors import SonosynthError
@@ -34,6 +35,7 @@ from sonosynth.experiment import outputs
 from sonosynth.experiment.executor import Executor, local_executor
 from sonosynth.experiment.layout import (
     CONFUSION_COLUMNS,
+    DATA_DIR,
     RESULT_COLUMNS,
     SYNTHETIC_INDEX_COLUMNS,
     UNITS_COLUMNS,
@@ -78,7 +80,7 @@ def _logged_ingest(manifest: Manifest, report, source: str) -> Manifest:
     if report.skipped:
         reasons = report.skip_reasons()
         log.warning("%d file(s) skipped (%s); the list is in %s", len(report.skipped),
-                    ", ".join(f"{reason}: {n}" for reason, n in reasons.items()), "data/skipped.csv")
+                    ", ".join(f"{reason}: {n}" for reason, n in reasons.items()), f"{DATA_DIR}/{SKIPPED_FILENAME}")
     for note, count in report.notes.items():
         log.info("note: %s: %d", note, count)
     return manifest

@@ -44,8 +44,8 @@ def _samples_to_tensorboard(samples: Manifest, count: int = 16) -> None:
         return
     import numpy as np
 
+    from sonosynth.data.grid import image_grid
     from sonosynth.data.images import load_grayscale
-    from sonosynth.report.grid import image_grid
 
     images = [load_grayscale(path) for path in samples.absolute_paths()[:count]]
     rows = [(samples.labels[0], images[i:i + 8]) for i in range(0, len(images), 8)]

@@ -67,6 +67,7 @@ from sonosynth.data.images import UnreadableImage, load_grayscale, save_png
 from sonosynth.data.manifest import MANIFEST_FILENAME, Manifest, encode_parents
 from sonosynth.errors import InputDataError, SonosynthError
 from sonosynth.generators.budget import BudgetRecord, Schedule, parse_duration
+from sonosynth.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -436,8 +437,8 @@ class PretrainedGenerator:
 
 
 def _kinds_of(model_type: type[PretrainedGenerator]) -> set[str]:
-    _import_builtin_generators()
-    return {name for name, cls in _REGISTRY.items() if getattr(cls(), "model_type", None) is model_type}
+    return {name for name in _GENERATORS.names()
+            if getattr(_GENERATORS.get(name)(), "model_type", None) is model_type}
 
 
 # ------------------------------------------------------------------------------ the registry
@@ -487,42 +488,24 @@ def parse_settings(settings_type: type[SampleSettings], values: dict[str, Any], 
             from exc
 
 
-_REGISTRY: dict[str, type] = {}
+BUILTIN_GENERATORS = ("sonosynth.generators.sinddm", "sonosynth.generators.singan", "sonosynth.generators.guided")
+_GENERATORS: Registry[type] = Registry("generator", BUILTIN_GENERATORS)
 
 
 def register_generator(name: str) -> Callable[[type], type]:
     def decorate(cls: type) -> type:
-        _REGISTRY[name] = cls
+        _GENERATORS.add(name, cls)
         return cls
 
     return decorate
 
 
 def generator_names() -> list[str]:
-    _import_builtin_generators()
-    return sorted(_REGISTRY)
+    return _GENERATORS.names()
 
 
 def create_generator(name: str) -> Any:
-    _import_builtin_generators()
-    if name not in _REGISTRY:
-        raise SonosynthError(f"unknown generator {name!r}; available: {sorted(_REGISTRY)}.")
-    return _REGISTRY[name]()
-
-
-BUILTIN_GENERATORS = ("sonosynth.generators.sinddm", "sonosynth.generators.singan", "sonosynth.generators.guided")
-
-
-def _import_builtin_generators() -> None:
-    """Generators register themselves on import; import the ones that exist in this install."""
-    import importlib
-
-    for module in BUILTIN_GENERATORS:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a real missing dependency, not an absent generator
-                raise
+    return _GENERATORS.get(name)()
 
 
 # ------------------------------------------------------------------------------ training input

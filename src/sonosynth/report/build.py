@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from sonosynth.atomic import write_text_atomic
+from sonosynth.data.grid import image_grid
 from sonosynth.data.images import load_grayscale
 from sonosynth.data.manifest import Manifest
 from sonosynth.errors import SonosynthError
+from sonosynth.experiment import layout, outputs
+from sonosynth.experiment.spec import StudySpec, load_spec
 from sonosynth.report import figures
-from sonosynth.report.grid import image_grid
 from sonosynth.report.tables import (
     DIGITS,
     accuracy_table,
@@ -45,10 +46,6 @@ from sonosynth.report.tables import (
 )
 
 GRID_SAMPLES = 8
-# Run-folder files the report reads (written by the runner).
-FILES = {"results": "results.csv", "quality": "quality.csv", "confusions": "confusions.csv",
-         "flags": "memorization_flags.csv", "synthetic": "synthetic_sets.csv", "units": "units.csv",
-         "status": "status.json", "versions": "versions.json", "manifest": "manifest.csv", "folds": "folds.csv"}
 
 
 @dataclass
@@ -150,9 +147,9 @@ def _folds_text(n: int) -> str:
 # ------------------------------------------------------------------------------------------ summary
 def _data_tables(run_dir: Path, units: pd.DataFrame, keep: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Images and patients per class, and per fold (the fold's patients; stopping set of its training side)."""
-    manifest = Manifest.read(run_dir / FILES["manifest"])
+    manifest = Manifest.read(run_dir / layout.MANIFEST)
     counts = manifest.counts().rename_axis("class").reset_index()
-    folds = _read_csv(run_dir / FILES["folds"])
+    folds = _read_csv(run_dir / layout.FOLDS)
     if folds.empty:
         return counts, pd.DataFrame()
     fold_of = dict(zip(folds["patient_id"].astype(str), folds["fold"], strict=True))
@@ -177,39 +174,36 @@ def _stopping_sets(run_dir: Path, units: pd.DataFrame, keep: float) -> dict[int,
         return found
     classify = units[(units["kind"] == "classify") & (units["keep"] == keep)]
     for fold, part in classify.groupby("fold"):
-        record = _read_json(run_dir / part["folder"].iloc[0] / "run.json")
+        record = _read_json(run_dir / part["folder"].iloc[0] / outputs.CLASSIFY_RUN)
         if "stop_patients" in record:
             found[int(fold)] = (len(record["stop_patients"]), int(record.get("stop_images", 0)))
     return found
 
 
-def _protocol(spec: dict, n_folds: int) -> str:
-    split = spec["split"]
-    minority = split.get("minority")
-    keeps = ", ".join(f"{k:.0%}" for k in split["keep"])
-    text = (f"Patient-level stratified {split['folds']}-fold cross-validation (seed {split['seed']}); "
-            f"{n_folds if n_folds != split['folds'] else 'all'} fold(s) evaluated. ")
-    if minority:
-        text += (f"On each training side the {minority} patients are cut to nested fractions ({keeps}); the "
+def _protocol(spec: StudySpec, n_folds: int) -> str:
+    split = spec.split
+    keeps = ", ".join(f"{k:.0%}" for k in split.keep)
+    text = (f"Patient-level stratified {split.folds}-fold cross-validation (seed {split.seed}); "
+            f"{n_folds if n_folds != split.folds else 'all'} fold(s) evaluated. ")
+    if split.minority:
+        text += (f"On each training side the {split.minority} patients are cut to nested fractions ({keeps}); the "
                  "validation fold keeps every patient and contains real images only. ")
-    generators = spec.get("generators", [])
-    if generators:
+    if spec.generators:
         parts = []
-        for g in generators:
+        for g in spec.generators:
             models = {"per_image": "one model per training image", "per_fold": "one model per fold",
-                      "per_class": "one model per class"}[g.get("models", "per_image")]
-            cap = f", at most {g['max_models']} per fold" if g.get("max_models") else ""
-            parts.append(f"{g['name']} ({g['kind']}, preset {g.get('preset', 'cpu')}: {models}{cap} on "
-                         f"{g.get('training_images', 'one_per_source').replace('_', ' ')} training images, "
-                         f"{g.get('samples_per_model', 32)} samples per model)")
+                      "per_class": "one model per class"}[g.models]
+            cap = f", at most {g.max_models} per fold" if g.max_models else ""
+            parts.append(f"{g.name} ({g.kind}, preset {g.preset}: {models}{cap} on "
+                         f"{g.training_images.replace('_', ' ')} training images, "
+                         f"{g.samples_per_model} samples per model)")
         text += ("Generators learn only from the fold's training images outside the early-stopping set: "
                  + "; ".join(parts) + ". ")
-    classifiers = ", ".join(f"{c['model']} ({c.get('preset', 'cpu')})" for c in spec.get("classifiers", []))
-    seeds = spec.get("seeds", [0])
-    text += (f"Regimes {', '.join(spec.get('regimes', []))} train {classifiers} with seed(s) "
-             f"{', '.join(map(str, seeds))}; every condition stops early on the same held-out training patients "
-             f"and is scored on the real validation fold. Differences are paired by fold against "
-             f"`{spec.get('baseline', 'real')}` (bootstrap 95% CI over folds, Wilcoxon signed-rank p).")
+    classifiers = ", ".join(f"{c.model} ({c.preset})" for c in spec.classifiers)
+    text += (f"Regimes {', '.join(spec.regimes)} train {classifiers} with seed(s) "
+             f"{', '.join(map(str, spec.seeds))}; every condition stops early on the same held-out training "
+             f"patients and is scored on the real validation fold. Differences are paired by fold against "
+             f"`{spec.baseline}` (bootstrap 95% CI over folds, Wilcoxon signed-rank p).")
     return text
 
 
@@ -239,7 +233,7 @@ def verdict(paired: pd.DataFrame, keep: float, classifier: str, minority: str | 
 
 
 def _runtime(run_dir: Path, versions: dict) -> str:
-    status = _read_json(run_dir / FILES["status"])
+    status = _read_json(run_dir / layout.STATUS)
     parts = []
     if status.get("started") and status.get("updated"):
         from sonosynth.progress import format_duration
@@ -255,15 +249,15 @@ def _runtime(run_dir: Path, versions: dict) -> str:
         parts.append(f"on {versions['hardware']}")
     if versions.get("torch"):
         parts.append(f"torch {versions['torch']}")
-    return "; ".join(parts) if parts else "runtime not recorded (no status.json)"
+    return "; ".join(parts) if parts else f"runtime not recorded (no {layout.STATUS})"
 
 
-def _summary(run_dir: Path, spec: dict, results: pd.DataFrame, units: pd.DataFrame, keep: float,
+def _summary(run_dir: Path, spec: StudySpec, results: pd.DataFrame, units: pd.DataFrame, keep: float,
              classifier: str, versions: dict) -> Section:
     n_folds = int(results["fold"].nunique())
     counts, per_fold = _data_tables(run_dir, units, keep)
-    paired = paired_table(results, spec.get("baseline", "real"), ("balanced_accuracy",))
-    sentence = verdict(paired, keep, classifier, spec["split"].get("minority"), n_folds)
+    paired = paired_table(results, spec.baseline, ("balanced_accuracy",))
+    sentence = verdict(paired, keep, classifier, spec.split.minority, n_folds)
     protocol = _protocol(spec, n_folds)
     runtime = _runtime(run_dir, versions)
     fold_note = ("Per fold: images / patients of each class among the fold's patients (its validation side), and "
@@ -310,7 +304,7 @@ def _curves_section(run_dir: Path, units: pd.DataFrame, keep: float, classifier:
             generator_curves.setdefault(str(unit["name"]), []).extend(_generator_losses(run_dir / unit["folder"]))
         classifier_curves = {}
         for _, unit in part[(part["kind"] == "classify") & (part["classifier"] == classifier)].iterrows():
-            losses = _read_csv(run_dir / unit["folder"] / "losses.csv")
+            losses = _read_csv(run_dir / unit["folder"] / outputs.CLASSIFY_LOSSES)
             if not losses.empty and str(unit["name"]) not in classifier_curves:
                 losses = losses.assign(epoch=np.arange(1, len(losses) + 1))  # stages run one after another
                 classifier_curves[str(unit["name"])] = losses
@@ -347,14 +341,14 @@ def table2(quality: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def ssim_note(spec: dict) -> str:
+def ssim_note(spec: StudySpec) -> str:
     """What SSIM compares each sample with, true for each generator of the spec."""
     notes = []
-    for g in spec.get("generators", []):
-        if g.get("models", "per_image") == "per_image":
-            notes.append(f"for {g['name']}, against the sample's own training image (one model per image)")
+    for g in spec.generators:
+        if g.models == "per_image":
+            notes.append(f"for {g.name}, against the sample's own training image (one model per image)")
         else:
-            notes.append(f"for {g['name']}, against the training image of its model most similar to the sample "
+            notes.append(f"for {g.name}, against the training image of its model most similar to the sample "
                          "(by NCC), as that model learned from several")
     return "SSIM to source is computed " + "; ".join(notes) + "." if notes else ""
 
@@ -375,10 +369,10 @@ def _format_metric_row(row: pd.Series) -> pd.Series:
     return values.map(lambda v: "" if pd.isna(v) else f"{v:.{DIGITS}f}")
 
 
-def _quality_sections(quality: pd.DataFrame, flags: pd.DataFrame, spec: dict) -> list[Section]:
+def _quality_sections(quality: pd.DataFrame, flags: pd.DataFrame, spec: StudySpec) -> list[Section]:
     if quality.empty:
         return []
-    threshold = float(spec.get("quality", {}).get("threshold", 0.95))
+    threshold = spec.quality.threshold
     numeric = quality.select_dtypes("number").columns.difference(["fold", "keep"])
     summary = quality.groupby(["generator", "keep"])[list(numeric)].mean().reset_index()
     summary["keep"] = summary["keep"].map(lambda k: f"{k:.0%}")
@@ -417,7 +411,7 @@ def _quality_sections(quality: pd.DataFrame, flags: pd.DataFrame, spec: dict) ->
 # ------------------------------------------------------------------------------------------ samples
 def _sample_grids(run_dir: Path, keep: float) -> Section:
     """Per generator and class: random real images of the class above random samples of the class."""
-    index = _read_csv(run_dir / FILES["synthetic"])
+    index = _read_csv(run_dir / layout.SYNTHETIC_INDEX)
     section = Section("Real and synthetic samples")
     if index.empty:
         return section
@@ -425,7 +419,7 @@ def _sample_grids(run_dir: Path, keep: float) -> Section:
     if index.empty:
         return section
     first_fold = index["fold"].min()
-    real = Manifest.read(run_dir / FILES["manifest"])
+    real = Manifest.read(run_dir / layout.MANIFEST)
     for _, entry in index[index["fold"] == first_fold].iterrows():
         synthetic = Manifest.read(run_dir / entry["manifest"])
         rows = []
@@ -453,7 +447,7 @@ def with_training_accuracy(run_dir: Path, results: pd.DataFrame, units: pd.DataF
         return results
     rows = []
     for _, unit in units[units["kind"] == "classify"].iterrows():
-        losses = _read_csv(run_dir / unit["folder"] / "losses.csv")
+        losses = _read_csv(run_dir / unit["folder"] / outputs.CLASSIFY_LOSSES)
         if losses.empty or "train_accuracy" not in losses:
             continue
         last = losses[losses["stage"] == losses["stage"].iloc[-1]]
@@ -469,23 +463,31 @@ def with_training_accuracy(run_dir: Path, results: pd.DataFrame, units: pd.DataF
 
 
 # ------------------------------------------------------------------------------------------ assembly
-def build_sections(run_dir: Path) -> tuple[list[Section], pd.DataFrame, str]:
-    spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
-    results = _read_csv(run_dir / FILES["results"])
+def read_run_spec(run_dir: Path) -> StudySpec:
+    """The spec a run folder ran, validated as at `sonosynth run`; the report repeats none of its defaults."""
+    path = run_dir / layout.SPEC
+    if not path.is_file():
+        raise SonosynthError(f"{run_dir}: not a sonosynth run folder (no {layout.SPEC}).")
+    return load_spec(path)
+
+
+def build_sections(run_dir: Path, spec: StudySpec | None = None) -> tuple[list[Section], pd.DataFrame, str]:
+    spec = spec or read_run_spec(run_dir)
+    results = _read_csv(run_dir / layout.RESULTS)
     if results.empty:
         raise SonosynthError(f"{run_dir}: no results.csv yet; run `sonosynth run SPEC` first.")
     results["generator"] = results["generator"].fillna("")
-    confusions = _read_csv(run_dir / FILES["confusions"])
-    quality = _read_csv(run_dir / FILES["quality"])
-    units = _read_csv(run_dir / FILES["units"])
+    confusions = _read_csv(run_dir / layout.CONFUSIONS)
+    quality = _read_csv(run_dir / layout.QUALITY)
+    units = _read_csv(run_dir / layout.UNITS)
     results = with_training_accuracy(run_dir, results, units)
-    versions = _read_json(run_dir / FILES["versions"])
-    keeps = list(spec["split"]["keep"])
+    versions = _read_json(run_dir / layout.VERSIONS)
+    keeps = spec.split.keep
     headline_keep = keeps[0]
-    minority = spec["split"].get("minority")
+    minority = spec.split.minority
     classifiers = list(dict.fromkeys(results["classifier"]))
     n_folds = int(results["fold"].nunique())
-    baseline = spec.get("baseline", "real")
+    baseline = spec.baseline
     kept = f"{minority or 'minority'} kept at {headline_keep:.0%}"
 
     sections = [_summary(run_dir, spec, results, units, headline_keep, classifiers[0], versions)]
@@ -543,11 +545,11 @@ def build_sections(run_dir: Path) -> tuple[list[Section], pd.DataFrame, str]:
             section.markdown += f"\n**{condition}**\n\n{to_markdown(matrix, index=True)}\n"
             section.images.append((condition, figures.confusion_pair(matrix, condition)))
         sections.append(section)
-    sections.extend(_quality_sections(quality, _read_csv(run_dir / FILES["flags"]), spec))
+    sections.extend(_quality_sections(quality, _read_csv(run_dir / layout.MEMORIZATION), spec))
     grids = _sample_grids(run_dir, headline_keep)
     if grids.images:
         sections.append(grids)
-    reader = run_dir / "reader-study"
+    reader = run_dir / layout.READER_STUDY_DIR
     if reader.is_dir():
         try:
             from sonosynth.reader_study.report import reader_study_section
@@ -562,7 +564,7 @@ def build_sections(run_dir: Path) -> tuple[list[Section], pd.DataFrame, str]:
     sections.append(_table_section("Per-fold scores", human_columns(per_fold.assign(
         keep=per_fold["keep"].map(lambda k: f"{k:.0%}")))))
     sections[-1].collapsed = True
-    spec_text = (run_dir / "spec.yaml").read_text()
+    spec_text = (run_dir / layout.SPEC).read_text()
     sections.append(Section(
         "Exact spec and software",
         f"```yaml\n{spec_text}```\n\n" + "\n".join(f"- {k}: {v}" for k, v in versions.items()),
@@ -601,11 +603,10 @@ details summary{cursor:pointer;font-size:1.15rem;font-weight:600;margin-top:2rem
 
 def write_report(run_dir: str | os.PathLike) -> Report:
     run_dir = Path(run_dir)
-    if not (run_dir / "spec.yaml").is_file():
-        raise SonosynthError(f"{run_dir}: not a sonosynth run folder (no spec.yaml).")
-    name = yaml.safe_load((run_dir / "spec.yaml").read_text()).get("name", run_dir.name)
-    sections, headline, headline_title = build_sections(run_dir)
-    figures_dir = run_dir / "figures"
+    spec = read_run_spec(run_dir)
+    name = spec.name
+    sections, headline, headline_title = build_sections(run_dir, spec)
+    figures_dir = run_dir / layout.FIGURES_DIR
     markdown = [f"# sonosynth study: {name}", ""]
     toc = "".join(f"<li><a href='#{s.anchor}'>{html.escape(s.title)}</a></li>" for s in sections)
     parts = [(f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
@@ -619,7 +620,7 @@ def write_report(run_dir: str | os.PathLike) -> Report:
             figure_path = figures_dir / f"s{number_:02d}-{index:02d}.png"
             figure_path.parent.mkdir(parents=True, exist_ok=True)
             figure_path.write_bytes(png)
-            markdown.append(f"![{caption}](figures/{figure_path.name})\n")
+            markdown.append(f"![{caption}]({layout.FIGURES_DIR}/{figure_path.name})\n")
             figures_html += (f"<figure><img src='{_data_uri(png)}' alt='{html.escape(caption)}'>"
                              f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         if section.collapsed:
@@ -628,7 +629,7 @@ def write_report(run_dir: str | os.PathLike) -> Report:
         else:
             parts.append(f"<h2 id='{section.anchor}'>{html.escape(section.title)}</h2>{section.html}{figures_html}")
     parts.append("</body></html>")
-    markdown_path, html_path = run_dir / "report.md", run_dir / "report.html"
+    markdown_path, html_path = run_dir / layout.REPORT_MARKDOWN, run_dir / layout.REPORT_HTML
     write_text_atomic(markdown_path, "\n".join(markdown))
     write_text_atomic(html_path, "".join(parts))
     return Report(markdown_path, html_path, headline, headline_title)

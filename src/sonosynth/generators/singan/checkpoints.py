@@ -31,7 +31,8 @@ from sonosynth.generators.base import (
 )
 from sonosynth.generators.singan.cascade import Scale
 from sonosynth.generators.singan.config import SinGANConfig
-from sonosynth.generators.singan.networks import ScaleGenerator, border, frozen
+from sonosynth.generators.singan.networks import ScaleGenerator, frozen
+from sonosynth.generators.singan.sampling import SinGANPyramid, generate
 
 LOSSES_DIR = "losses"
 
@@ -94,23 +95,6 @@ def scale_from_payload(payload: dict, config: SinGANConfig, device: torch.device
                  tuple(payload["shape"]))
 
 
-@dataclass
-class SinGANPyramid:
-    """One trained image's frozen pyramid: what `sampling.generate` runs."""
-
-    config: SinGANConfig
-    scales: list[Scale]
-    shapes: tuple[tuple[int, int], ...]
-    scale_factor: float
-    image: Path
-    label: str
-    name: str
-
-    @property
-    def border(self) -> int:
-        return border(self.config.num_layers, self.config.kernel_size)
-
-
 def model_entries(record: CheckpointRecord, folder: Path) -> list[ModelEntry]:
     images = record.image_paths(folder)
     return [ModelEntry(m["name"], images[i], m["label"], [list(s) for s in m["shapes"]], float(m["scale_factor"]),
@@ -162,8 +146,6 @@ class SinGANModel(PretrainedGenerator):
 
     def draw(self, group: SampleGroup, seeds: list[int], size: tuple[int, int] | None,
              settings: SampleSettings) -> np.ndarray:
-        from sonosynth.generators.singan.sampling import generate
-
         return to_uint8(generate(self.pyramids[group.member], seeds, size, self.device).cpu().numpy())
 
 

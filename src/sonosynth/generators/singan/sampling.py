@@ -9,11 +9,33 @@ each row's `parents` names its own model's training image.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 
-from sonosynth.generators.singan.cascade import cascade, draw_noise
-from sonosynth.generators.singan.checkpoints import SinGANPyramid
+from sonosynth.generators.singan.cascade import Scale, cascade, draw_noise
+from sonosynth.generators.singan.config import SinGANConfig
+from sonosynth.generators.singan.networks import border
 from sonosynth.generators.singan.pyramid import scaled_shapes
+
+
+@dataclass
+class SinGANPyramid:
+    """One trained image's frozen pyramid: what `generate` runs."""
+
+    config: SinGANConfig
+    scales: list[Scale]
+    shapes: tuple[tuple[int, int], ...]
+    scale_factor: float
+    image: Path
+    label: str
+    name: str
+
+    @property
+    def border(self) -> int:
+        return border(self.config.num_layers, self.config.kernel_size)
+
 
 
 def generate(model: SinGANPyramid, seeds: list[int], size: tuple[int, int] | None = None,

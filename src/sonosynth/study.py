@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sonosynth import __version__
+from sonosynth.data.manifest import MANIFEST_FILENAME
 from sonosynth.device import hardware_summary
 from sonosynth.experiment.executor import Executor
 from sonosynth.experiment.runner import StudyResult, StudyRunner
@@ -32,7 +33,7 @@ def with_data_source(spec: StudySpec, data: str | os.PathLike | None) -> StudySp
         return spec
     data = Path(data)
     source = spec.data
-    if data.suffix.lower() == ".csv" or (data / "manifest.csv").is_file():
+    if data.suffix.lower() == ".csv" or (data / MANIFEST_FILENAME).is_file():
         new = source.model_copy(update={"manifest": data, "pocus": None, "folder": None, "phantom": None})
     elif source.pocus is not None:
         new = source.model_copy(update={"pocus": source.pocus.model_copy(update={"source": data})})
