@@ -2,9 +2,9 @@
 # Acceptance of issue #17: for each numbered defect, the command that showed it and what it prints now.
 # Everything happens in a fresh folder under /tmp; nothing outside it is touched.
 # Runs torch, so on a shared machine take the CPU lock:
-#   flock /tmp/sonosynth-cpu.lock bash accept17.sh > /tmp/accept17.log 2>&1
+#   flock /tmp/sonosynth-cpu.lock bash scripts/acceptance/issue-17.sh > /tmp/accept17.log 2>&1
 set -u
-TREE=$(cd "$(dirname "$0")" && pwd)
+TREE=$(cd "$(dirname "$0")/../.." && pwd)
 PY=${PY:-python}
 export PYTHONPATH="$TREE/src${PYTHONPATH:+:$PYTHONPATH}" COLUMNS=110 NO_COLOR=1 TERM=dumb
 W=$(mktemp -d /tmp/accept17.XXXXXX)
