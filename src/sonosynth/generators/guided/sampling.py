@@ -35,13 +35,11 @@ from sonosynth.generators.guided.config import GuidedConfig, GuidedSampleSetting
 from sonosynth.generators.guided.networks import build_classifier, build_denoiser, null_label
 from sonosynth.generators.guided.schedules import (
     alphas_cumprod,
-    ddim_step,
     ddim_timesteps,
+    ddim_update,
+    ddpm_update,
     dpm_solver_scheduler,
-    guide_by_score,
-    posterior,
-    predict_eps,
-    split_output,
+    guided_x0,
 )
 from sonosynth.generators.guided.training import TRAINING_MANIFEST_DIR, run_precision, to_layout
 
@@ -201,16 +199,6 @@ def classifier_gradient(classifier: nn.Module, x: torch.Tensor, t: torch.Tensor,
         return torch.autograd.grad(chosen.sum(), x_in)[0].float()
 
 
-def timesteps_of(model: GuidedModel, settings: SampleConfig) -> list[int]:
-    """The timesteps a sampler visits, from T-1 down."""
-    total = model.config.schedule.num_train_timesteps
-    if settings.sampler == "ddpm":
-        return list(range(total - 1, -1, -1))
-    if settings.sampler == "dpm++":
-        return [int(t) for t in dpm_solver_scheduler(model.config.schedule, settings.steps).timesteps]
-    return ddim_timesteps(total, settings.steps)
-
-
 @torch.no_grad()
 def sample_batch(model: GuidedModel, labels: list[int], seeds: list[int], settings: SampleConfig) -> torch.Tensor:
     """Images in [-1, 1], (N, C, S, S); image i depends only on (labels[i], seeds[i], settings).
@@ -226,29 +214,28 @@ def sample_batch(model: GuidedModel, labels: list[int], seeds: list[int], settin
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     y = torch.tensor(labels, dtype=torch.long, device=device)
     x = _noise(generators, shape, device, layout)
-    timesteps = timesteps_of(model, settings)
+    total = model.config.schedule.num_train_timesteps
     solver = dpm_solver_scheduler(model.config.schedule, settings.steps) if settings.sampler == "dpm++" else None
+    if solver is not None:
+        timesteps = [int(t) for t in solver.timesteps]
+    else:
+        timesteps = list(range(total - 1, -1, -1)) if settings.sampler == "ddpm" else ddim_timesteps(total, settings.steps)
     guided = settings.guidance == "classifier"
     for i, t in enumerate(timesteps):
         t_batch = torch.full((len(labels),), t, dtype=torch.long, device=device)
-        eps, x0 = split_output(_model_output(model, x, t_batch, y, settings), x, t, abar, prediction)
+        output = _model_output(model, x, t_batch, y, settings)
         grad = (settings.scale * classifier_gradient(model.classifier, x, t_batch, y, model.precision)
                 if guided else None)
         if settings.sampler == "ddpm":
-            mean, variance = posterior(x0.clamp(-1, 1), x, t, abar)
-            if grad is not None:
-                mean = mean + variance * grad
-            x = mean + variance**0.5 * _noise(generators, shape, device, layout) if t > 0 else mean
-            continue
-        if grad is not None:
-            eps, x0 = guide_by_score(eps, x0, grad, t, abar)
-        x0 = x0.clamp(-1, 1)
-        if solver is not None:
+            noise = _noise(generators, shape, device, layout) if t > 0 else None
+            x = ddpm_update(output, x, t, abar, prediction, noise, grad)
+        elif solver is not None:
+            _, x0 = guided_x0(output, x, t, abar, prediction, grad)
             x = solver.step(x0, t, x).prev_sample
-            continue
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        noise = _noise(generators, shape, device, layout) if settings.eta > 0 and t_prev >= 0 else None
-        x = ddim_step(x0, predict_eps(x, x0, t, abar), t, t_prev, abar, settings.eta, noise)
+        else:
+            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            noise = _noise(generators, shape, device, layout) if settings.eta > 0 and t_prev >= 0 else None
+            x = ddim_update(output, x, t, t_prev, abar, prediction, settings.eta, noise, grad)
     return x.float().clamp(-1, 1).contiguous()
 
 

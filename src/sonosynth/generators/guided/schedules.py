@@ -40,14 +40,17 @@ def ddim_scheduler(config: ScheduleConfig, steps: int) -> DDIMScheduler:
 
 
 # A schedule whose last betas reach 1 (a linear schedule with beta_end = 1) has ᾱ = 0 there, where
-# x0 from epsilon and the posterior divide by zero; flooring ᾱ keeps those steps finite (pure noise
-# stays pure noise) and changes no schedule whose ᾱ stays above it.
+# x0 from epsilon and the posterior divide by zero. ᾱ is floored at ABAR_FLOOR, halving slowly over
+# the schedule so that ᾱ still strictly decreases (DPM-Solver divides by differences of log-SNR);
+# no schedule whose ᾱ stays above 1e-12 is changed.
 ABAR_FLOOR = 1e-12
 
 
 def alphas_cumprod(config: ScheduleConfig) -> torch.Tensor:
-    """ᾱ_t for t = 0..T-1 in float64, from the MONAI schedule (floored at ABAR_FLOOR)."""
-    return ddpm_scheduler(config).alphas_cumprod.to(torch.float64).clamp_min(ABAR_FLOOR)
+    """ᾱ_t for t = 0..T-1 in float64, from the MONAI schedule (floored, see ABAR_FLOOR)."""
+    abar = ddpm_scheduler(config).alphas_cumprod.to(torch.float64)
+    floor = ABAR_FLOOR * 0.5 ** (torch.arange(len(abar), dtype=torch.float64) / len(abar))
+    return torch.maximum(abar, floor)
 
 
 def dpm_solver_scheduler(config: ScheduleConfig, steps: int):
@@ -153,3 +156,32 @@ def ddim_step(x0: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, abar: to
     if sigma > 0 and noise is not None:
         x_prev = x_prev + sigma * noise
     return x_prev
+
+
+def guided_x0(output: torch.Tensor, x_t: torch.Tensor, t: int, abar: torch.Tensor, prediction: str,
+              grad: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps, x0) of one step with classifier guidance on the score (grad: scale * grad log p(y | x_t), or
+    None), x0 clipped to [-1, 1] and eps recomputed from the clipped x0 (as ADM does)."""
+    eps, x0 = split_output(output, x_t, t, abar, prediction)
+    if grad is not None:
+        eps, x0 = guide_by_score(eps, x0, grad, t, abar)
+    x0 = x0.clamp(-1, 1)
+    return predict_eps(x_t, x0, t, abar), x0
+
+
+def ddim_update(output: torch.Tensor, x_t: torch.Tensor, t: int, t_prev: int, abar: torch.Tensor, prediction: str,
+                eta: float = 0.0, noise: torch.Tensor | None = None,
+                grad: torch.Tensor | None = None) -> torch.Tensor:
+    """One DDIM step of the sampling loop: the network's output at x_t -> x_{t_prev} (t_prev = -1: x0)."""
+    eps, x0 = guided_x0(output, x_t, t, abar, prediction, grad)
+    return ddim_step(x0, eps, t, t_prev, abar, eta, noise)
+
+
+def ddpm_update(output: torch.Tensor, x_t: torch.Tensor, t: int, abar: torch.Tensor, prediction: str,
+                noise: torch.Tensor | None, grad: torch.Tensor | None = None) -> torch.Tensor:
+    """One ancestral DDPM step: clipped x0, the posterior mean moved by variance * grad, plus noise (t > 0)."""
+    _, x0 = split_output(output, x_t, t, abar, prediction)
+    mean, variance = posterior(x0.clamp(-1, 1), x_t, t, abar)
+    if grad is not None:
+        mean = mean + variance * grad
+    return mean + variance**0.5 * noise if t > 0 and noise is not None else mean

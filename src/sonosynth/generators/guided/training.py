@@ -46,7 +46,12 @@ from sonosynth.generators.guided.data import (
 )
 from sonosynth.generators.guided.distributed import ProcessGroup, join_process_group
 from sonosynth.generators.guided.networks import build_classifier, build_denoiser, null_label
-from sonosynth.generators.guided.schedules import alphas_cumprod, ddpm_scheduler, min_snr_weight, training_target
+from sonosynth.generators.guided.schedules import (
+    alphas_cumprod,
+    ddpm_scheduler,
+    min_snr_weight,
+    training_target,
+)
 from sonosynth.progress import task as progress_task
 
 log = logging.getLogger(__name__)
