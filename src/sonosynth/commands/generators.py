@@ -34,6 +34,23 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return values[0], values[1]
 
 
+def settings_help(kind: str) -> str:
+    """--set help of `generate KIND`: the generator's sampling settings and their choices, when it declares them."""
+    from typing import Literal, get_args, get_origin
+
+    from sonosynth.generators.base import create_generator
+
+    settings_type = getattr(type(create_generator(kind)), "settings_type", None)
+    if settings_type is None:
+        return "a sampling setting, key=value (repeatable), e.g. --set stride=2"
+    described = []
+    for name, field in settings_type.model_fields.items():
+        choices = [arg for arg in get_args(field.annotation) if get_origin(arg) is Literal]
+        described.append(f"{name}={'|'.join(map(str, get_args(choices[0])))}" if choices else name)
+    return (f"a sampling setting, key=value (repeatable): {', '.join(described)}; defaults are the checkpoint's "
+            "(set at training with --set sample.NAME=VALUE)")
+
+
 def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
 
@@ -45,7 +62,8 @@ def _train_command(kind: str):
         out: Annotated[Path, typer.Option("--out", "-o", help="checkpoint folder (resumed if it holds one)")],
         preset: Annotated[str, typer.Option(help="smoke | cpu | paper, or a YAML file of config fields")] = "cpu",
         overrides: Annotated[list[str] | None, typer.Option("--set", help="override a config field, key=value "
-                                                            "(repeatable; dotted keys for nested fields)")] = None,
+                                                            "(repeatable; dotted keys for nested fields, e.g. "
+                                                            "train.steps=500)")] = None,
         budget: Annotated[str | None, typer.Option(help="train for this wall time (e.g. 20m, 1h30m) instead of "
                                                    "the preset's step count")] = None,
         label: Annotated[str | None, typer.Option(help="label of loose image files; with a manifest, keep only "
@@ -86,8 +104,7 @@ def _generate_command(kind: str):
                                                          "repeatable")] = None,
         size: Annotated[str | None, typer.Option(help="output HEIGHTxWIDTH in pixels (default: training size)")] = None,
         seed: Annotated[int, typer.Option(help="seed of the first image; image i uses seed + i")] = 0,
-        settings: Annotated[list[str] | None, typer.Option("--set", help="a sampling setting, key=value "
-                                                           "(repeatable), e.g. --set stride=2")] = None,
+        settings: Annotated[list[str] | None, typer.Option("--set")] = None,  # help: settings_help(kind), below
         device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     ) -> None:
         from sonosynth.config import parse_overrides
@@ -103,6 +120,8 @@ def _generate_command(kind: str):
         assert manifest is not None
         print_table(manifest.counts(), title=f"{len(manifest)} images in {out}", index=True)
 
+    # Annotations are strings here (postponed evaluation), so the per-kind help is put in as an object.
+    generate.__annotations__["settings"] = Annotated[list[str] | None, typer.Option("--set", help=settings_help(kind))]
     generate.__doc__ = f"Sample a trained {kind} checkpoint into a SyntheticSet; re-running continues where it stopped."
     return generate
 

@@ -1,5 +1,6 @@
 """Class-conditional diffusion with classifier guidance (the fetal-planes study's generator), plus
-classifier-free guidance and DDIM. Networks and schedules come from MONAI; the loops are ours."""
+classifier-free guidance, DDIM and DPM-Solver++. Networks and schedules come from MONAI, DPM-Solver++
+from diffusers; the loops are ours."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class GuidedGenerator(BaseGenerator):
 
     name: ClassVar[str] = "guided"
     config_type: ClassVar[type[GuidedConfig]] = GuidedConfig
+    settings_type: ClassVar[type[GuidedSampleSettings]] = GuidedSampleSettings  # torch-free, for the CLI's help
     presets: ClassVar[str] = "guided"
 
     @property

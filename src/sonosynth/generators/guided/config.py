@@ -12,12 +12,17 @@ from sonosynth.generators.budget import Schedule
 
 
 class ScheduleConfig(StrictModel):
-    """The noise schedule (schedules.py builds MONAI's schedulers from it)."""
+    """The noise schedule (schedules.py builds MONAI's schedulers from it) and what the denoiser predicts."""
 
-    num_train_timesteps: int = 1000
+    num_train_timesteps: int = Field(1000, ge=2)
     schedule: Literal["linear", "cosine"] = "linear"
-    beta_start: float = 1e-4  # linear schedule only
-    beta_end: float = 2e-2
+    beta_start: float = Field(1e-4, gt=0, lt=1)  # linear schedule only
+    beta_end: float = Field(2e-2, gt=0, le=1)
+    # epsilon: the network predicts the noise (Ho et al.; the fetal study). v: it predicts
+    # v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022), so x0 = sqrt(abar) x_t - sqrt(1 - abar) v
+    # never divides by sqrt(abar); with epsilon, x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) multiplies
+    # the network's error by 1/sqrt(abar) (about 20,000 at t = 999 of the cosine schedule).
+    prediction: Literal["epsilon", "v"] = "epsilon"
 
 
 class UNetConfig(StrictModel):
@@ -63,6 +68,9 @@ class TrainConfig(StrictModel):
     checkpoint_every: int = 500
     log_every: int = 50
     threads: int | None = None  # torch CPU threads per process (None: torch's default)
+    # min-SNR-gamma loss weighting (Hang et al. 2023): each timestep's MSE is weighted so that the
+    # low-noise timesteps, whose SNR exceeds gamma, do not dominate the gradient; None: plain MSE.
+    min_snr_gamma: float | None = Field(None, gt=0)
 
 
 class SampleConfig(StrictModel):
@@ -70,8 +78,10 @@ class SampleConfig(StrictModel):
 
     guidance: Literal["classifier", "cfg", "none"] = "classifier"
     scale: float = 3.0  # classifier-gradient scale, or the classifier-free weight w (w=1: plain conditional)
-    sampler: Literal["ddim", "ddpm"] = "ddim"
-    steps: int = 50  # DDIM steps; DDPM always walks the full schedule
+    # ddim (Song et al.), ddpm (ancestral, every timestep), dpm++ (diffusers' DPMSolverMultistepScheduler,
+    # the second-order DPM-Solver++ 2M, made for 20-25 steps)
+    sampler: Literal["ddim", "ddpm", "dpm++"] = "ddim"
+    steps: int = Field(50, ge=1)  # DDIM and DPM-Solver++ steps; DDPM always walks the full schedule
     eta: float = 0.0
     conditional: bool = True  # feed the class label to the denoiser (False: the "no label" token)
     use_ema: bool = True
@@ -80,23 +90,30 @@ class SampleConfig(StrictModel):
 class GuidedSampleSettings(SampleSettings):
     """Per-call overrides of the checkpoint's `sample` defaults (None: the checkpoint's value)."""
 
-    guidance: Literal["classifier", "cfg", "none"] | None = None
-    scale: float | None = None
-    sampler: Literal["ddim", "ddpm"] | None = None
-    steps: int | None = None
-    eta: float | None = None
-    conditional: bool | None = None
-    use_ema: bool | None = None
+    guidance: Literal["classifier", "cfg", "none"] | None = Field(
+        None, description="classifier guidance, classifier-free guidance, or none")
+    scale: float | None = Field(None, description="classifier-gradient scale, or the classifier-free weight w")
+    sampler: Literal["ddim", "ddpm", "dpm++"] | None = Field(
+        None, description="ddim, ddpm (every timestep) or dpm++ (DPM-Solver++ 2M, made for 20-25 steps)")
+    steps: int | None = Field(None, ge=1, description="DDIM and DPM-Solver++ steps")
+    eta: float | None = Field(None, description="DDIM noise (0: deterministic)")
+    conditional: bool | None = Field(None, description="feed the class label to the denoiser")
+    use_ema: bool | None = Field(None, description="sample with the EMA weights (the default) or the raw ones")
 
     def overrides(self) -> dict:
         return self.model_dump(exclude_none=True, exclude={"sample_batch_size"})
 
 
 class GuidedConfig(GeneratorConfig):
-    """seed, precision, sample_batch_size, budget and checkpoint_interval come from GeneratorConfig;
-    reduced precision applies on CUDA only (on the CPU the guided generator trains in fp32)."""
+    """seed, precision, sample_batch_size, budget and checkpoint_interval come from GeneratorConfig.
+
+    `precision` applies to training and sampling on every device, except that fp16 (a GPU setting,
+    the paper preset's) runs as fp32 on the CPU.
+    """
 
     sample_batch_size: int = Field(32, ge=1, description="images generated together when sampling")
+    # NHWC tensors for both networks: the layout oneDNN's CPU convolutions are fastest in, same math.
+    channels_last: bool = False
     image_size: int = 64
     in_channels: Literal[1, 3] = 1
     classes: list[str] | None = None  # default: every label in the training manifest
@@ -107,7 +124,7 @@ class GuidedConfig(GeneratorConfig):
     sample: SampleConfig = SampleConfig()
 
     resumable_fields: ClassVar[frozenset[str]] = GeneratorConfig.resumable_fields | {
-        "train.steps", "train.checkpoint_every", "train.log_every", "sample"}
+        "train.steps", "train.checkpoint_every", "train.log_every", "sample", "channels_last"}
 
     def training_schedule(self) -> Schedule:
         warmup = self.train.warmup_steps

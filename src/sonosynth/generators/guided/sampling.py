@@ -1,9 +1,11 @@
-"""Sampling loop with classifier guidance, classifier-free guidance or none; DDPM or DDIM; seeded per image.
+"""Sampling loop with classifier guidance, classifier-free guidance or none; DDPM, DDIM or DPM-Solver++;
+seeded per image.
 
 Classifier guidance follows Dhariwal & Nichol: with DDPM the reverse-step mean moves by
-scale * variance * grad_x log p(y | x_t, t); with DDIM the predicted noise moves by
--sqrt(1 - abar_t) * scale * grad_x log p(y | x_t, t) (guidance on the score). Classifier-free
-guidance mixes the conditional and "no label" predictions: eps_u + w * (eps_c - eps_u).
+scale * variance * grad_x log p(y | x_t, t); with DDIM and DPM-Solver++ the predicted noise moves by
+-sqrt(1 - abar_t) * scale * grad_x log p(y | x_t, t) (guidance on the score; with v-prediction the
+network's v is converted to eps and x0 first). Classifier-free guidance mixes the conditional and
+"no label" outputs: out_u + w * (out_c - out_u).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import nn
 
 from sonosynth.config import format_validation_error
 from sonosynth.data.manifest import MANIFEST_FILENAME, Manifest
+from sonosynth.device import autocast
 from sonosynth.errors import SonosynthError
 from sonosynth.generators.base import (
     CheckpointRecord,
@@ -32,13 +35,13 @@ from sonosynth.generators.guided.config import GuidedConfig, GuidedSampleSetting
 from sonosynth.generators.guided.networks import build_classifier, build_denoiser, null_label
 from sonosynth.generators.guided.schedules import (
     alphas_cumprod,
-    ddim_step,
     ddim_timesteps,
-    posterior,
-    predict_eps,
-    predict_x0,
+    ddim_update,
+    ddpm_update,
+    dpm_solver_scheduler,
+    guided_x0,
 )
-from sonosynth.generators.guided.training import TRAINING_MANIFEST_DIR
+from sonosynth.generators.guided.training import TRAINING_MANIFEST_DIR, run_precision, to_layout
 
 SEED_STRIDE = 1_000_000  # seeds of class k start at base + k * SEED_STRIDE, so classes never share noise
 GENERATOR_NAME = "guided"
@@ -67,11 +70,12 @@ class GuidedModel(PretrainedGenerator):
         self.device = device
         self.tensors = tensors
         self.abar = alphas_cumprod(config.schedule)
+        self.precision = run_precision(config, device)
         self.classifier: nn.Module | None = None
         if any(k.startswith("classifier.") for k in tensors):
             classifier = build_classifier(config, len(self.classes))
             classifier.load_state_dict(_prefixed(tensors, "classifier."))
-            self.classifier = classifier.to(device).eval()
+            self.classifier = to_layout(classifier.to(device).eval(), config)
         self.use_ema: bool | None = None
         self.denoiser: nn.Module
         self.select(use_ema)
@@ -85,7 +89,7 @@ class GuidedModel(PretrainedGenerator):
         if use_ema != self.use_ema:
             denoiser = build_denoiser(self.config, len(self.classes))
             denoiser.load_state_dict(_prefixed(self.tensors, "ema." if use_ema else "denoiser."))
-            self.denoiser, self.use_ema = denoiser.to(self.device).eval(), use_ema
+            self.denoiser, self.use_ema = to_layout(denoiser.to(self.device).eval(), self.config), use_ema
         return self
 
     @classmethod
@@ -148,73 +152,91 @@ def resolve_settings(model: GuidedModel, overrides: dict[str, Any]) -> SampleCon
     if settings.guidance == "classifier" and model.classifier is None:
         raise SonosynthError(f"{model.path}: classifier guidance asked for, but this checkpoint was trained without "
                              "a noisy classifier; use --set guidance=cfg or none.")
-    if settings.sampler == "ddim":
-        ddim_timesteps(model.config.schedule.num_train_timesteps, settings.steps)  # validates the step count
+    total = model.config.schedule.num_train_timesteps
+    if settings.sampler != "ddpm" and settings.steps > total:
+        raise SonosynthError(f"sampling settings: steps={settings.steps} is more than the schedule's {total} "
+                             "timesteps; lower steps.")
     return settings
 
 
 def recorded_settings(model: GuidedModel, settings: SampleConfig) -> dict[str, Any]:
     """What goes into each synthetic row's `settings` (everything that changes the image, nothing else)."""
-    steps = settings.steps if settings.sampler == "ddim" else model.config.schedule.num_train_timesteps
+    steps = settings.steps if settings.sampler != "ddpm" else model.config.schedule.num_train_timesteps
     return {"guidance": settings.guidance, "scale": settings.scale if settings.guidance != "none" else None,
             "sampler": settings.sampler, "steps": steps, "eta": settings.eta if settings.sampler == "ddim" else None,
             "conditional": settings.conditional, "ema": settings.use_ema, "image_size": model.config.image_size}
 
 
-def _noise(generators: list[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+def _noise(generators: list[torch.Generator], shape: tuple[int, ...], device: torch.device,
+           channels_last: bool = False) -> torch.Tensor:
+    noise = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+    return noise.contiguous(memory_format=torch.channels_last) if channels_last else noise
 
 
-def _predicted_noise(model: GuidedModel, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
-                     settings: SampleConfig) -> torch.Tensor:
+def _model_output(model: GuidedModel, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
+                  settings: SampleConfig) -> torch.Tensor:
+    """The denoiser's output (epsilon or v, as trained); classifier-free guidance mixes the conditional and
+    "no label" outputs, which is the same mix of their epsilons since both are linear in it at one x_t."""
     unconditional = torch.full_like(labels, null_label(len(model.classes)))
-    if settings.guidance == "cfg":
-        both = model.denoiser(torch.cat([x, x]), torch.cat([t, t]), class_labels=torch.cat([labels, unconditional]))
-        conditional, free = both.chunk(2)
-        return free + settings.scale * (conditional - free)
-    return model.denoiser(x, t, class_labels=labels if settings.conditional else unconditional)
+    with autocast(model.device, model.precision):
+        if settings.guidance == "cfg":
+            both = model.denoiser(torch.cat([x, x]), torch.cat([t, t]),
+                                  class_labels=torch.cat([labels, unconditional])).float()
+            conditional, free = both.chunk(2)
+            return free + settings.scale * (conditional - free)
+        return model.denoiser(x, t, class_labels=labels if settings.conditional else unconditional).float()
 
 
-def classifier_gradient(classifier: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def classifier_gradient(classifier: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
+                        precision: str = "fp32") -> torch.Tensor:
     """grad_x log p(y | x_t, t) for each image's own label."""
     with torch.enable_grad():
         x_in = x.detach().requires_grad_(True)
-        log_probs = F.log_softmax(classifier(x_in, t).float(), dim=-1)
+        with autocast(x.device, precision):
+            logits = classifier(x_in, t)
+        log_probs = F.log_softmax(logits.float(), dim=-1)
         chosen = log_probs[torch.arange(len(labels), device=x.device), labels]
-        return torch.autograd.grad(chosen.sum(), x_in)[0]
+        return torch.autograd.grad(chosen.sum(), x_in)[0].float()
 
 
 @torch.no_grad()
 def sample_batch(model: GuidedModel, labels: list[int], seeds: list[int], settings: SampleConfig) -> torch.Tensor:
-    """Images in [-1, 1], (N, C, S, S); image i depends only on (labels[i], seeds[i], settings)."""
-    device, abar = model.device, model.abar
+    """Images in [-1, 1], (N, C, S, S); image i depends only on (labels[i], seeds[i], settings).
+
+    Each step: the network's output -> (eps, x0); classifier guidance (DDIM, DPM-Solver++: on the
+    score, moving eps and x0 together; DDPM: on the posterior mean); x0 clipped to [-1, 1]; then the
+    sampler's step from the clipped x0 (DDIM recomputes eps from it, as ADM does). The last step of
+    each sampler returns its x0, with no noise added.
+    """
+    device, abar, prediction = model.device, model.abar, model.config.schedule.prediction
     shape = (model.config.in_channels, model.config.image_size, model.config.image_size)
+    layout = model.config.channels_last
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     y = torch.tensor(labels, dtype=torch.long, device=device)
-    x = _noise(generators, shape, device)
+    x = _noise(generators, shape, device, layout)
     total = model.config.schedule.num_train_timesteps
-    timesteps = (list(range(total - 1, -1, -1)) if settings.sampler == "ddpm"
-                 else ddim_timesteps(total, settings.steps))
+    solver = dpm_solver_scheduler(model.config.schedule, settings.steps) if settings.sampler == "dpm++" else None
+    if solver is not None:
+        timesteps = [int(t) for t in solver.timesteps]
+    else:
+        timesteps = list(range(total - 1, -1, -1)) if settings.sampler == "ddpm" else ddim_timesteps(total, settings.steps)
     guided = settings.guidance == "classifier"
     for i, t in enumerate(timesteps):
         t_batch = torch.full((len(labels),), t, dtype=torch.long, device=device)
-        eps = _predicted_noise(model, x, t_batch, y, settings).float()
-        grad = settings.scale * classifier_gradient(model.classifier, x, t_batch, y) if guided else None
+        output = _model_output(model, x, t_batch, y, settings)
+        grad = (settings.scale * classifier_gradient(model.classifier, x, t_batch, y, model.precision)
+                if guided else None)
         if settings.sampler == "ddpm":
-            x0 = predict_x0(x, eps, t, abar).clamp(-1, 1)
-            mean, variance = posterior(x0, x, t, abar)
-            if grad is not None:
-                mean = mean + variance * grad
-            x = mean + variance**0.5 * _noise(generators, shape, device) if t > 0 else mean
+            noise = _noise(generators, shape, device, layout) if t > 0 else None
+            x = ddpm_update(output, x, t, abar, prediction, noise, grad)
+        elif solver is not None:
+            _, x0 = guided_x0(output, x, t, abar, prediction, grad)
+            x = solver.step(x0, t, x).prev_sample
         else:
-            if grad is not None:
-                eps = eps - (1 - abar[t]).sqrt().to(x) * grad
-            x0 = predict_x0(x, eps, t, abar).clamp(-1, 1)
-            eps = predict_eps(x, x0, t, abar)
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-            noise = _noise(generators, shape, device) if settings.eta > 0 and t_prev >= 0 else None
-            x = ddim_step(x0, eps, t, t_prev, abar, settings.eta, noise)
-    return x.clamp(-1, 1)
+            noise = _noise(generators, shape, device, layout) if settings.eta > 0 and t_prev >= 0 else None
+            x = ddim_update(output, x, t, t_prev, abar, prediction, settings.eta, noise, grad)
+    return x.float().clamp(-1, 1).contiguous()
 
 
 def image_seeds(base: int, class_index: int, count: int, offset: int = 0) -> list[int]:

@@ -46,7 +46,12 @@ from sonosynth.generators.guided.data import (
 )
 from sonosynth.generators.guided.distributed import ProcessGroup, join_process_group
 from sonosynth.generators.guided.networks import build_classifier, build_denoiser, null_label
-from sonosynth.generators.guided.schedules import ddpm_scheduler
+from sonosynth.generators.guided.schedules import (
+    alphas_cumprod,
+    ddpm_scheduler,
+    min_snr_weight,
+    training_target,
+)
 from sonosynth.progress import task as progress_task
 
 log = logging.getLogger(__name__)
@@ -74,16 +79,16 @@ def _warmup(warmup_steps: int):
 
 
 def build_models(config: GuidedConfig, num_classes: int, device: torch.device) -> Models:
-    denoiser = build_denoiser(config, num_classes).to(device)
+    denoiser = to_layout(build_denoiser(config, num_classes).to(device), config)
     ema = AveragedModel(denoiser, multi_avg_fn=get_ema_multi_avg_fn(config.train.ema_decay), use_buffers=True)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup(config.train.warmup_steps))
     classifier = classifier_optimizer = None
     if config.classifier.enabled:
-        classifier = build_classifier(config, num_classes).to(device)
+        classifier = to_layout(build_classifier(config, num_classes).to(device), config)
         classifier_optimizer = torch.optim.AdamW(classifier.parameters(), lr=config.classifier.lr,
                                                  weight_decay=config.classifier.weight_decay)
-    use_scaler = _precision(config, device) == "fp16"
+    use_scaler = run_precision(config, device) == "fp16"
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     return Models(denoiser, ema, optimizer, lr_schedule, classifier, classifier_optimizer, scaler)
 
@@ -129,7 +134,8 @@ def _step_generator(seed: int, step: int, rank: int, stream: int) -> torch.Gener
 
 def denoiser_loss(denoiser: nn.Module, data: TrainingTensors, config: GuidedConfig, scheduler,
                   step: int, rank: int, device: torch.device) -> torch.Tensor:
-    """Epsilon-prediction MSE on a random batch at random timesteps, labels dropped with p=label_dropout."""
+    """MSE to the epsilon or v target (schedule.prediction) on a random batch at random timesteps, labels
+    dropped with p=label_dropout; per-timestep min-SNR-γ weights when train.min_snr_gamma is set."""
     gen = _step_generator(config.seed, step, rank, 0)
     batch = config.train.batch_size
     index = torch.randint(0, len(data.labels), (batch,), generator=gen)
@@ -143,10 +149,15 @@ def denoiser_loss(denoiser: nn.Module, data: TrainingTensors, config: GuidedConf
     t = torch.randint(0, config.schedule.num_train_timesteps, (batch,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     x0, labels, t, noise = x0.to(device), labels.to(device), t.to(device), noise.to(device)
-    x_t = scheduler.add_noise(x0, noise, t)
-    with autocast(device, _precision(config, device)):
+    x_t = _layout(scheduler.add_noise(x0, noise, t), config)
+    with autocast(device, run_precision(config, device)):
         predicted = denoiser(x_t, t, class_labels=labels)
-    return F.mse_loss(predicted.float(), noise)
+    abar = alphas_cumprod(config.schedule)
+    target = training_target(x0, noise, t, abar, config.schedule.prediction).float()
+    if config.train.min_snr_gamma is None:
+        return F.mse_loss(predicted.float(), target)
+    per_image = (predicted.float() - target).pow(2).mean(dim=tuple(range(1, target.ndim)))
+    return (min_snr_weight(t, abar, config.train.min_snr_gamma, config.schedule.prediction) * per_image).mean()
 
 
 def classifier_loss(classifier: nn.Module, data: TrainingTensors, train_index: torch.Tensor, config: GuidedConfig,
@@ -161,14 +172,25 @@ def classifier_loss(classifier: nn.Module, data: TrainingTensors, train_index: t
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
     t = torch.randint(0, config.schedule.num_train_timesteps, (batch,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
-    x_t = scheduler.add_noise(x0.to(device), noise.to(device), t.to(device))
-    with autocast(device, _precision(config, device)):
+    x_t = _layout(scheduler.add_noise(x0.to(device), noise.to(device), t.to(device)), config)
+    with autocast(device, run_precision(config, device)):
         logits = classifier(x_t, t.to(device))
     return F.cross_entropy(logits.float(), labels.to(device))
 
 
-def _precision(config: GuidedConfig, device: torch.device) -> str:
-    return resolve_precision(config.precision, device) if device.type == "cuda" else "fp32"
+def run_precision(config: GuidedConfig, device: torch.device) -> str:
+    """The autocast precision of training and sampling; fp16 (a GPU setting) runs as fp32 on the CPU."""
+    precision = resolve_precision(config.precision, device)
+    return "fp32" if device.type != "cuda" and precision == "fp16" else precision
+
+
+def to_layout(module: nn.Module, config: GuidedConfig) -> nn.Module:
+    """The network in the config's memory layout (channels-last or torch's default)."""
+    return module.to(memory_format=torch.channels_last) if config.channels_last else module
+
+
+def _layout(x: torch.Tensor, config: GuidedConfig) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if config.channels_last else x
 
 
 @torch.no_grad()
