@@ -18,6 +18,7 @@ class GuidedGenerator(BaseGenerator):
     name: ClassVar[str] = "guided"
     config_type: ClassVar[type[GuidedConfig]] = GuidedConfig
     presets: ClassVar[str] = "guided"
+    distributed_fit: ClassVar[bool] = True  # `fit` joins a torchrun-style process group (distributed.py)
 
     @property
     def model_type(self):
