@@ -26,6 +26,8 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         device: Annotated[str | None, typer.Option(help="override the spec's device: auto, cpu, cuda, cuda:N")] = None,
         set_values: Annotated[list[str] | None, typer.Option("--set", help="override a spec field: key.sub=value")] = None,
         jobs: Annotated[int, typer.Option(help="independent units run in this many processes (one GPU each)")] = 1,
+        executor: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster, sonosynth[cluster])")] = "local",
+        address: Annotated[str | None, typer.Option(help="Ray cluster: auto, host:port or ray://host:port")] = None,
     ) -> None:
         """Run a whole study: folds x fractions x generators x regimes x classifiers, cached and resumable.
 
@@ -33,6 +35,7 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         extended spec computes only what is new. The report is written at the end.
         """
         from sonosynth.config import parse_overrides
+        from sonosynth.experiment.executor import make_executor
         from sonosynth.experiment.spec import load_spec
         from sonosynth.outputs import check_output_location
         from sonosynth.study import run_study
@@ -45,7 +48,8 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
 
         run_dir = out or Path("runs") / spec.name
         check_output_location(run_dir, [data, *spec_inputs(spec)])
-        outcome = run_study(spec, run_dir, data=data, jobs=jobs)
+        outcome = run_study(spec, run_dir, data=data, jobs=jobs,
+                            executor=make_executor(executor, run_dir, jobs, spec.device, address))
         with run_log(run_dir):  # the run's log keeps the headline table the console shows
             print_table(outcome.report.headline, title=outcome.report.headline_title)
         console.print(f"report: {outcome.report.html_path}  (Markdown: {outcome.report.markdown_path})")

@@ -109,6 +109,10 @@ def resolve_generator(index: int, generator: GeneratorSpec) -> ResolvedGenerator
         raise SonosynthError(f"invalid spec: {where}.kind: unknown generator {generator.kind!r}; "
                              f"available: {', '.join(generator_names())}.")
     implementation = create_generator(generator.kind)
+    if generator.gpus > 1 and not getattr(implementation, "distributed_fit", False):
+        raise SonosynthError(f"invalid spec: {where}.gpus: {generator.kind} trains in one process; only "
+                             f"{', '.join(n for n in generator_names() if getattr(create_generator(n), 'distributed_fit', False)) or 'none'} "
+                             "can train one model on several GPUs. Set gpus: 1.")
     config = _resolve(implementation.config_type, implementation.presets, generator.preset, generator.overrides, where)
     settings = dict(generator.sample_settings)
     # A generator with a typed sampling-settings model (`model_type.settings_type`) has them checked here,
@@ -220,9 +224,17 @@ def unit_key(kind: str, payload: dict[str, Any]) -> str:
 
 
 def _unit(kind: str, payload: dict[str, Any], function: Callable[..., None], args: tuple, description: str,
-          depends_on: tuple[str, ...] = ()) -> Unit:
+          depends_on: tuple[str, ...] = (), resources: Resources = Resources()) -> Unit:
     payload = {"version": CODE_VERSIONS[kind], **payload}
-    return Unit(kind, unit_key(kind, payload), description, function, args, payload, depends_on)
+    return Unit(kind, unit_key(kind, payload), description, function, args, payload, depends_on, resources)
+
+
+def unit_resources(device: str, gpus: int = 1) -> Resources:
+    """What a unit asks a Ray cluster for: a GPU (or `gpus` of one node, one CPU per process) unless the spec
+    runs on the CPU. The Ray executor drops GPU asks on a cluster without GPUs."""
+    if device == "cpu":
+        return Resources(cpus=float(gpus), gpus=0.0)
+    return Resources(cpus=float(gpus), gpus=float(gpus))
 
 
 def regime_unit(regime: str, model: str, config: BaseModel, fold: FoldData, synthetic: Manifest | None,
@@ -396,9 +408,15 @@ class _PlanBuilder:
         spec = generator.spec
         payload = {"generator": spec.kind, "generator_version": generator.code_version,
                    "config": generator.config.model_dump(mode="json"), "images": self.hasher.manifest(images)}
-        return self.add(_unit("fit", payload, units.fit_unit,
-                              (spec.kind, generator.config, images, self.spec.device, False),
-                              f"fit {spec.name} {where}".strip()))
+        function, args = units.fit_unit, (spec.kind, generator.config, images, self.spec.device, False)
+        if spec.gpus > 1:
+            from sonosynth.experiment import multi_gpu
+
+            # The processes share out each batch, so the world size changes the model: it is part of the key.
+            payload["processes"] = spec.gpus
+            function, args = multi_gpu.distributed_fit_unit, (*args[:4], spec.gpus, False)
+        return self.add(_unit("fit", payload, function, args, f"fit {spec.name} {where}".strip(),
+                              resources=unit_resources(self.spec.device, spec.gpus)))
 
     def sample(self, generator: ResolvedGenerator, fit: Unit, label: str, n: int) -> Unit:
         spec = generator.spec
@@ -407,7 +425,7 @@ class _PlanBuilder:
         return self.add(_unit("sample", payload, units.sample_unit,
                               (spec.kind, Upstream("fit", fit.key, "model"), n, label, generator.sample_settings,
                                self.spec.device), f"sample {spec.name} {where} {label}".replace("  ", " "),
-                              (fit.key,)))
+                              (fit.key,), unit_resources(self.spec.device)))
 
     def classify(self, condition: Condition, classifier: ResolvedClassifier, seed: int, data: FoldData,
                  synthetic: tuple[Unit, ...] | None, stop: Manifest, where: str = "") -> Unit:
@@ -425,7 +443,7 @@ class _PlanBuilder:
             (condition.regime, classifier.spec, config, data.train, data.validation, sample_outputs, RUN_FOLDER,
              stop, self.spec.device, False),
             f"classify {condition.label} {classifier.spec.model} {where} seed {seed}".replace("  ", " "),
-            tuple(u.key for u in synthetic or ())))
+            tuple(u.key for u in synthetic or ()), unit_resources(self.spec.device)))
 
     def quality(self, generator: str, synthetic: tuple[Unit, ...], data: FoldData, reference: Unit | None,
                 where: str = "") -> Unit:
@@ -440,7 +458,7 @@ class _PlanBuilder:
             "quality", payload, units.quality_unit,
             (tuple(Upstream("sample", u.key, "samples") for u in synthetic), RUN_FOLDER, data.train, quality,
              Upstream("classify", reference.key) if reference else None, self.spec.device, data.validation),
-            f"quality {generator} {where}".strip(), depends))
+            f"quality {generator} {where}".strip(), depends, unit_resources(self.spec.device)))
 
 
 def _where(fold: int, keep: float, generator: GeneratorSpec, number: int, models: int) -> str:

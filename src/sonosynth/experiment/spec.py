@@ -92,6 +92,9 @@ class GeneratorSpec(StrictModel):
         "model on k images adds as many images as k SinDDM models (the lung study's rule)"
     )
     sample_settings: dict[str, Any] = Field({}, description="extra sampling settings (guidance, steps, size)")
+    gpus: int = Field(1, ge=1, description="GPUs one fit of this generator trains on: above 1, the fit unit asks "
+                      "for that many GPUs of one node and runs one DDP process per GPU (generators that support "
+                      "it: guided)")
 
 
 class StudyClassifierSpec(StrictModel):

@@ -20,6 +20,7 @@ class GuidedGenerator(BaseGenerator):
     config_type: ClassVar[type[GuidedConfig]] = GuidedConfig
     settings_type: ClassVar[type[GuidedSampleSettings]] = GuidedSampleSettings  # torch-free, for the CLI's help
     presets: ClassVar[str] = "guided"
+    distributed_fit: ClassVar[bool] = True  # `fit` joins a torchrun-style process group (distributed.py)
 
     @property
     def model_type(self):
