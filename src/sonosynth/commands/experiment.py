@@ -26,6 +26,9 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         device: Annotated[str | None, typer.Option(help="override the spec's device: auto, cpu, cuda, cuda:N")] = None,
         set_values: Annotated[list[str] | None, typer.Option("--set", help="override a spec field: key.sub=value")] = None,
         jobs: Annotated[int, typer.Option(help="independent units run in this many processes (one GPU each)")] = 1,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="validate the spec and print the plan; train nothing")] = False,
+        probe: Annotated[bool, typer.Option("--probe", help="with --dry-run: one step of every network here, "
+                                            "parameters, memory, time estimate")] = False,
     ) -> None:
         """Run a whole study: folds x fractions x generators x regimes x classifiers, cached and resumable.
 
@@ -45,6 +48,11 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
 
         run_dir = out or Path("runs") / spec.name
         check_output_location(run_dir, [data, *spec_inputs(spec)])
+        if dry_run or probe:
+            from sonosynth.experiment.dry_run import print_dry_run
+
+            print_dry_run(spec, run_dir, data=data, probe=probe)
+            return
         outcome = run_study(spec, run_dir, data=data, jobs=jobs)
         with run_log(run_dir):  # the run's log keeps the headline table the console shows
             print_table(outcome.report.headline, title=outcome.report.headline_title)

@@ -42,6 +42,8 @@ from sonosynth.hashing import file_sha1
 # Bump a kind's version when its unit function computes something different from the same inputs,
 # so caches made by the older code are not reused for the newer.
 CODE_VERSIONS: dict[str, int] = {"fit": 1, "sample": 1, "classify": 1, "quality": 1}
+# Round r of a generator's sampling draws with seed (r - 1) * this: far apart, so rounds never share a draw.
+SAMPLE_ROUND_SEED_STEP = 1_000_003
 
 
 # ------------------------------------------------------------------------------- resolved configs
@@ -70,7 +72,11 @@ class ResolvedStudy:
     classifiers: tuple[ResolvedClassifier, ...]
 
     def generator(self, name: str) -> ResolvedGenerator:
-        return next(g for g in self.generators if g.spec.name == name)
+        """The generator of a name or of one of its arms (`Guided-2rounds`)."""
+        return next(g for g in self.generators if name in (g.spec.name, *(arm for arm, _ in g.spec.arms())))
+
+    def base_generator(self, name: str) -> str:
+        return self.generator(name).spec.name
 
 
 def _file_identity(source: str | Path | None) -> str | None:
@@ -133,8 +139,27 @@ def resolve_classifier(index: int, classifier: StudyClassifierSpec, seeds: list[
     configs = {seed: _resolve(ClassifierTrainConfig, "classifier", classifier.preset, {**classifier.overrides, "seed": seed},
                               where)
                for seed in seeds}
+    check_architecture(where, classifier, configs[seeds[0]])
     return ResolvedClassifier(classifier, configs, _file_identity(classifier.pretrained),
                               _file_identity(classifier.weights))
+
+
+def check_architecture(where: str, classifier: StudyClassifierSpec, config: BaseModel) -> None:
+    """Build the classifier on the meta device (no memory, no weights): a bad option or size fails here."""
+    import torch
+
+    from sonosynth.classify import build_classifier
+
+    input_mode = "native" if classifier.pretrained == "none" else "imagenet"
+    try:
+        with torch.device("meta"):
+            build_classifier({"name": classifier.model, "num_classes": 2, "in_channels": config.in_channels,
+                              "image_size": config.image_size, "input_mode": input_mode,
+                              "options": classifier.options})
+    except TypeError as exc:  # an option the builder does not take
+        raise SonosynthError(f"invalid spec: {where}.options: {exc}") from exc
+    except SonosynthError as exc:
+        raise SonosynthError(f"invalid spec: {where}: {exc}") from exc
 
 
 def resolve_study(spec: StudySpec) -> ResolvedStudy:
@@ -260,7 +285,7 @@ def conditions(spec: StudySpec) -> list[Condition]:
     result = []
     for regime in spec.regimes:
         if regime in SYNTHETIC_REGIMES:
-            result.extend(Condition(regime, g.name) for g in spec.generators)
+            result.extend(Condition(regime, arm) for g in spec.generators for arm, _ in g.arms())
         else:
             result.append(Condition(regime, None))
     return result
@@ -403,13 +428,18 @@ class _PlanBuilder:
                               (spec.kind, generator.config, images, self.spec.device, False),
                               f"fit {spec.name} {where}".strip()))
 
-    def sample(self, generator: ResolvedGenerator, fit: Unit, label: str, n: int) -> Unit:
+    def sample(self, generator: ResolvedGenerator, fit: Unit, label: str, n: int, round_: int | None = None) -> Unit:
         spec = generator.spec
         payload = {"fit": fit.key, "n": n, "label": label, "settings": generator.sample_settings}
+        seed = 0
+        if round_ is not None:  # only specs with rounds carry one, so other specs keep their cache keys
+            payload["round"] = round_
+            seed = SAMPLE_ROUND_SEED_STEP * (round_ - 1)
         where = fit.description.split(" ", 2)[2] if fit.description.count(" ") >= 2 else ""
+        shown = f" round {round_}" if round_ is not None else ""
         return self.add(_unit("sample", payload, units.sample_unit,
                               (spec.kind, Upstream("fit", fit.key, "model"), n, label, generator.sample_settings,
-                               self.spec.device), f"sample {spec.name} {where} {label}".replace("  ", " "),
+                               self.spec.device, seed), f"sample {spec.name} {where} {label}{shown}".replace("  ", " "),
                               (fit.key,)))
 
     def classify(self, condition: Condition, classifier: ResolvedClassifier, seed: int, data: FoldData,
@@ -418,6 +448,7 @@ class _PlanBuilder:
         payload = {
             "regime": condition.regime, "model": classifier.spec.model, "config": config.model_dump(mode="json"),
             "pretrained": classifier.pretrained, "weights": classifier.weights,
+            **({"options": classifier.spec.options} if classifier.spec.options else {}),
             "train": self.hasher.manifest(data.train), "validation": self.hasher.manifest(data.validation),
             "synthetic": [u.key for u in synthetic] if synthetic is not None else None,
             "stop": self.hasher.manifest(stop),
@@ -476,14 +507,18 @@ def build_plan(study: ResolvedStudy, manifest: Manifest, folds: pd.DataFrame) ->
                 for number, group in enumerate(models, start=1)]
 
     # Samples: of every model, per class it learned.
+    # With `rounds`, each arm's set is the samples of rounds 1..k.
     samples: dict[tuple[int, float, str], tuple[Unit, ...]] = {}
-    for cell, pairs in fits.items():
-        generator = study.generator(cell[2])
+    for (fold, keep, name), pairs in fits.items():
+        generator = study.generator(name)
         n_base = generator.spec.samples_per_model
-        samples[cell] = tuple(
-            builder.sample(generator, fit, label, n_base * (len(group) if generator.spec.samples_per_training_image else 1))
-            for fit, group in pairs for label in group.classes
-        )
+        for arm, rounds in generator.spec.arms():
+            samples[(fold, keep, arm)] = tuple(
+                builder.sample(generator, fit, label,
+                               n_base * (len(group) if generator.spec.samples_per_training_image else 1),
+                               None if generator.spec.rounds is None else round_)
+                for round_ in range(1, rounds + 1) for fit, group in pairs for label in group.classes
+            )
 
     # Classifier runs: every condition x classifier x seed on the real validation fold.
     runs: list[ClassifierRun] = []
@@ -507,11 +542,11 @@ def build_plan(study: ResolvedStudy, manifest: Manifest, folds: pd.DataFrame) ->
     quality_runs: list[QualityRun] = []
     if spec.quality.enabled:
         for fold, keep, data in cells:
-            for generator in spec.generators:
-                if (fold, keep, generator.name) in samples:
-                    unit = builder.quality(generator.name, samples[(fold, keep, generator.name)], data,
+            for arm, _ in (arm for generator in spec.generators for arm in generator.arms()):
+                if (fold, keep, arm) in samples:
+                    unit = builder.quality(arm, samples[(fold, keep, arm)], data,
                                            references.get((fold, keep)), f"fold {fold} keep {keep:g}")
-                    quality_runs.append(QualityRun(fold, keep, generator.name, unit.key))
+                    quality_runs.append(QualityRun(fold, keep, arm, unit.key))
 
     order = {"fit": 0, "sample": 1, "classify": 2, "quality": 3}
     ordered = sorted(builder.units.values(), key=lambda unit: order[unit.kind])  # stable: keeps plan order per kind

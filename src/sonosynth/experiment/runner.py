@@ -67,6 +67,13 @@ def prepare_data(spec: StudySpec, run_dir: Path, progress: bool = True) -> Manif
     return _logged_ingest(manifest, report, str(data.folder.source))
 
 
+def make_study_folds(spec: StudySpec, manifest: Manifest) -> pd.DataFrame:
+    """The folds table the spec's split gives on `manifest`."""
+    if spec.split.minority is not None and spec.split.minority not in manifest.classes:
+        raise SonosynthError(f"split.minority {spec.split.minority!r} is not a class of the data ({manifest.classes}).")
+    return make_folds(manifest, spec.split.folds, spec.split.seed, spec.split.minority)
+
+
 def _logged_ingest(manifest: Manifest, report, source: str) -> Manifest:
     """Log the ingest summary (the run's log keeps what was read, skipped and assumed)."""
     counts = manifest.counts()
@@ -123,11 +130,7 @@ class StudyRunner:
         manifest = prepare_data(self.spec, self.run_dir, progress=self.progress)
         manifest.write(self.folder.manifest)
         manifest = Manifest.read(self.folder.manifest)
-        if self.spec.split.minority is not None and self.spec.split.minority not in manifest.classes:
-            raise SonosynthError(
-                f"split.minority {self.spec.split.minority!r} is not a class of the data ({manifest.classes})."
-            )
-        folds = make_folds(manifest, self.spec.split.folds, self.spec.split.seed, self.spec.split.minority)
+        folds = make_study_folds(self.spec, manifest)
         if self.folder.folds.is_file() and not same_assignment(read_folds(self.folder.folds), folds):
             raise SonosynthError(
                 f"{self.folder.folds} differs from the folds this spec gives (data or split changed); "

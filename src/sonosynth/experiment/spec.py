@@ -92,6 +92,24 @@ class GeneratorSpec(StrictModel):
         "model on k images adds as many images as k SinDDM models (the lung study's rule)"
     )
     sample_settings: dict[str, Any] = Field({}, description="extra sampling settings (guidance, steps, size)")
+    rounds: list[int] | None = Field(
+        None, description="sampling rounds as arms: each round draws samples_per_model images per class with its "
+        "own seed, and each listed k is one arm on rounds 1..k, named `<name>-<k>round(s)` in the tables "
+        "(the fetal study's [1, 2]: 30,000 and 60,000 images); unset: one round, named `<name>`",
+    )
+
+    @field_validator("rounds")
+    @classmethod
+    def _rounds(cls, rounds: list[int] | None) -> list[int] | None:
+        if rounds is not None and (not rounds or any(r < 1 for r in rounds) or sorted(set(rounds)) != rounds):
+            raise ValueError("rounds must be increasing positive round counts, e.g. [1, 2]")
+        return rounds
+
+    def arms(self) -> list[tuple[str, int]]:
+        """(arm name, rounds it uses): the synthetic sets this generator contributes to the tables."""
+        if self.rounds is None:
+            return [(self.name, 1)]
+        return [(f"{self.name}-{k}round{'s' if k > 1 else ''}", k) for k in self.rounds]
 
 
 class StudyClassifierSpec(StrictModel):
@@ -100,6 +118,8 @@ class StudyClassifierSpec(StrictModel):
     model: str = Field(description="classifier zoo name, e.g. small_cnn, pocovidnet, resnet50")
     preset: str = Field("cpu", description="training preset (smoke, cpu, paper) or a YAML file")
     overrides: dict[str, Any] = Field({}, description="training config fields overriding the preset")
+    options: dict[str, Any] = Field({}, description="architecture options of the zoo model, e.g. pocovidnet's "
+                                    "trainable_conv_layers and head_pooling (checked when the spec is loaded)")
     pretrained: str = Field("none", description="none | imagenet | path to a sonosynth checkpoint")
     weights: Path | None = Field(None, description="local ImageNet weights file for pretrained=imagenet")
 
