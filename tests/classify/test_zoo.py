@@ -44,7 +44,8 @@ def images(n: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_registry_holds_the_issue_models():
-    assert {"small_cnn", "pocovidnet", "resnet50", "densenet169", "vit_b_32", "swin_t", "medmamba"} <= set(NAMES)
+    assert {"small_cnn", "pocovidnet", "resnet50", "densenet169", "vit_b_32", "swin_t", "medmamba_t",
+            "medmamba_compact"} <= set(NAMES)
 
 
 def test_unknown_name_lists_the_available_models():
@@ -219,7 +220,7 @@ def test_vit_checks_its_image_size():
 
 @pytest.mark.parametrize(("name", "options"), [
     ("small_cnn", {}),
-    ("medmamba", {}),
+    ("medmamba_compact", {}),
     ("pocovidnet", {"trainable_conv_layers": 3}),
 ])
 def test_save_load_round_trip_gives_identical_logits(name, options, tmp_path):
@@ -276,7 +277,7 @@ def test_pretrained_from_a_classifier_checkpoint(tmp_path):
     assert fewer.num_classes == 3
     torch.testing.assert_close(fewer.embed(x), source.embed(x))  # backbone reloaded, head fresh
     with pytest.raises(SonosynthError, match="name='small_cnn'"):
-        create_classifier("medmamba", 3, pretrained=str(path), image_size=32)
+        create_classifier("medmamba_compact", 3, pretrained=str(path), image_size=32)
     with pytest.raises(SonosynthError, match="neither 'none', 'imagenet' nor an existing"):
         create_classifier("small_cnn", 3, pretrained=str(tmp_path / "absent.pt"))
 
@@ -354,6 +355,12 @@ def test_medmamba_tiny_is_the_papers_size():
     millions = sum(p.numel() for p in model.parameters()) / 1e6
     assert math.isclose(millions, 14.5, abs_tol=0.1)  # MedMamba-T, 14.5 M parameters (Yue & Li 2024)
     assert model.options == {"variant": "tiny"}
+
+
+def test_the_old_medmamba_name_says_which_network_is_meant():
+    with pytest.raises(SonosynthError, match="medmamba_t .*MedMamba-T.*medmamba_compact"):
+        create_classifier("medmamba", 6)
+    assert "medmamba" not in NAMES
 
 
 def test_small_cnn_is_compact():

@@ -58,8 +58,18 @@ def classifier_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+# Names that were renamed, with why: the old name is an error that says which new name is meant.
+RENAMED: dict[str, str] = {
+    "medmamba": "'medmamba' was the compact CPU variant and is now named so: use medmamba_t for the fetal "
+                "study's MedMamba-T (the original's defaults, 14.5 M parameters) or medmamba_compact for the "
+                "0.9 M-parameter CPU variant.",
+}
+
+
 def classifier_spec(name: str) -> ClassifierEntry:
     _import_builtin_families()
+    if name in RENAMED:
+        raise SonosynthError(RENAMED[name])
     if name not in _REGISTRY:
         raise SonosynthError(f"unknown classifier {name!r}; available: {', '.join(sorted(_REGISTRY))}.")
     return _REGISTRY[name]

@@ -151,24 +151,40 @@ def check_architecture(where: str, classifier: StudyClassifierSpec, config: Base
     from sonosynth.classify import build_classifier
 
     input_mode = "native" if classifier.pretrained == "none" else "imagenet"
+    arch = {"name": classifier.model, "num_classes": 2, "in_channels": config.in_channels,
+            "image_size": config.image_size, "input_mode": input_mode, "options": classifier.options}
     try:
-        with torch.device("meta"):
-            build_classifier({"name": classifier.model, "num_classes": 2, "in_channels": config.in_channels,
-                              "image_size": config.image_size, "input_mode": input_mode,
-                              "options": classifier.options})
+        try:
+            with torch.device("meta"):
+                build_classifier(arch)
+        except NotImplementedError:  # a builder that reads tensor values: build it for real
+            build_classifier(arch)
     except TypeError as exc:  # an option the builder does not take
         raise SonosynthError(f"invalid spec: {where}.options: {exc}") from exc
     except SonosynthError as exc:
         raise SonosynthError(f"invalid spec: {where}: {exc}") from exc
 
 
+AUGMENTING_REGIMES = ("real+regular", "real+synthetic+regular")
+
+
+def check_settings_take_effect(spec: StudySpec, classifiers: tuple[ResolvedClassifier, ...]) -> None:
+    """A spec setting that nothing in the study would use is an error, not a silent no-op."""
+    for index, classifier in enumerate(classifiers):
+        config = classifier.configs[spec.seeds[0]]
+        if "augmentation" in classifier.spec.overrides and not config.augment_real \
+                and not any(r in AUGMENTING_REGIMES for r in spec.regimes):
+            raise SonosynthError(
+                f"invalid spec: classifiers[{index}].overrides.augmentation: no regime of this spec augments "
+                f"({', '.join(spec.regimes)}), so the setting would have no effect; set augment_real: true to "
+                f"augment the real images in every regime (the fetal study), or add {' / '.join(AUGMENTING_REGIMES)}.")
+
+
 def resolve_study(spec: StudySpec) -> ResolvedStudy:
     """Resolve and validate every configuration of `spec`; errors name the spec field."""
-    return ResolvedStudy(
-        spec,
-        tuple(resolve_generator(i, g) for i, g in enumerate(spec.generators)),
-        tuple(resolve_classifier(i, c, spec.seeds) for i, c in enumerate(spec.classifiers)),
-    )
+    classifiers = tuple(resolve_classifier(i, c, spec.seeds) for i, c in enumerate(spec.classifiers))
+    check_settings_take_effect(spec, classifiers)
+    return ResolvedStudy(spec, tuple(resolve_generator(i, g) for i, g in enumerate(spec.generators)), classifiers)
 
 
 # ------------------------------------------------------------------------------------ the units

@@ -94,7 +94,7 @@ def run_regime(regime: str, model_name: str, fold: FoldData, out: str | os.PathL
     fit_real, stop_set = stopping_split(train, evaluation, config.stop_fraction, config.seed, stop)
     if used_synthetic is not None:
         used_synthetic = drop_derived(used_synthetic, stop_set)
-    plan = plan_regime(regime, fit_real, used_synthetic)
+    plan = plan_regime(regime, fit_real, used_synthetic, augment_real=config.augment_real)
 
     classes = sorted(set(train.labels) | set(evaluation.labels) | set(used_synthetic.labels if used_synthetic else []))
     torch_device = resolve_device(device)
