@@ -13,7 +13,8 @@ from sonosynth.console import console, print_table
 def spec_inputs(spec) -> list[Path]:
     """The input paths a study spec reads its real images from (the run folder may not hold them)."""
     data = spec.data
-    sources = [data.manifest, data.pocus.source if data.pocus else None, data.folder.source if data.folder else None]
+    sources = [data.manifest, data.pocus.source if data.pocus else None, data.folder.source if data.folder else None,
+               data.fetal_planes.source if data.fetal_planes else None]
     return [Path(s) for s in sources if s is not None]
 
 

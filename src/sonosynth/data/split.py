@@ -85,6 +85,29 @@ def make_folds(manifest: Manifest, n_folds: int = 5, seed: int = 0, minority: st
     return folds
 
 
+def dataset_folds(manifest: Manifest, seed: int = 0, minority: str | None = None) -> pd.DataFrame:
+    """The dataset's own train/test split (the manifest's `subset` column) as a folds table: fold 0 holds the
+    test patients (the one evaluated fold), fold 1 the training patients. Minority ranks as in make_folds."""
+    subset = manifest.table["subset"]
+    if subset.isna().any():
+        raise InputDataError(f"{manifest.root}: {int(subset.isna().sum())} image(s) have no `subset` (train/test); "
+                             "split.scheme: dataset needs a dataset that has its own split (ingest fetal-planes).")
+    sides = manifest.table.groupby("patient_id")["subset"].agg(lambda values: sorted(set(values)))
+    both = sorted(p for p, values in sides.items() if len(values) > 1)
+    if both:
+        raise InputDataError(f"{manifest.root}: patient(s) {both[:5]} have images in both the train and the test "
+                             "subset; a patient-level evaluation cannot use this split (use split.scheme: kfold).")
+    unknown = sorted({v for values in sides for v in values} - {"train", "test"})
+    if unknown:
+        raise InputDataError(f"{manifest.root}: `subset` values {unknown}; expected train or test.")
+    folds = make_folds(manifest, 2, seed, minority)  # patients, labels and minority ranks
+    side = sides.map(lambda values: values[0])
+    folds["fold"] = np.where(folds["patient_id"].map(side) == "test", 0, 1)
+    if not (folds["fold"] == 0).any() or not (folds["fold"] == 1).any():
+        raise InputDataError(f"{manifest.root}: the dataset split needs both train and test images.")
+    return folds
+
+
 def kept_minority_patients(folds: pd.DataFrame, fold: int, keep: float) -> set[str]:
     """The minority patients kept on the training side of `fold` at fraction `keep` (nested in keep)."""
     if not 0.0 < keep <= 1.0:

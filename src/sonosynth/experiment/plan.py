@@ -355,6 +355,10 @@ class StudyPlan:
 
 
 def fold_list(spec: StudySpec) -> list[int]:
+    if spec.split.scheme == "dataset":  # fold 0 is the dataset's test set; fold 1 only ever trains
+        if spec.split.run_folds not in (None, [0]):
+            raise SonosynthError("split.run_folds: with scheme dataset the only evaluated fold is 0 (the test set).")
+        return [0]
     folds = spec.split.run_folds if spec.split.run_folds is not None else list(range(spec.split.folds))
     bad = [f for f in folds if not 0 <= f < spec.split.folds]
     if bad:

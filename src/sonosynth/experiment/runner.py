@@ -27,7 +27,7 @@ import yaml
 
 from sonosynth.atomic import write_csv_atomic, write_text_atomic
 from sonosynth.data.manifest import Manifest, concat
-from sonosynth.data.split import make_folds, read_folds, same_assignment, write_folds
+from sonosynth.data.split import dataset_folds, make_folds, read_folds, same_assignment, write_folds
 from sonosynth.errors import SonosynthError
 from sonosynth.experiment import outputs
 from sonosynth.experiment.executor import Executor, local_executor
@@ -60,6 +60,12 @@ def prepare_data(spec: StudySpec, run_dir: Path, progress: bool = True) -> Manif
         manifest, report = ingest_pocus(data.pocus.source, RunFolder(run_dir).data, data.pocus.options,
                                         progress=progress)
         return _logged_ingest(manifest, report, str(data.pocus.source))
+    if data.fetal_planes is not None:
+        from sonosynth.data.fetal_planes import ingest_fetal_planes
+
+        manifest, report = ingest_fetal_planes(data.fetal_planes.source, RunFolder(run_dir).data,
+                                               data.fetal_planes.options, progress=progress)
+        return _logged_ingest(manifest, report, str(data.fetal_planes.source))
     from sonosynth.data.folder import ingest_folder
 
     manifest, report = ingest_folder(data.folder.source, RunFolder(run_dir).data, data.folder.options,
@@ -71,6 +77,8 @@ def make_study_folds(spec: StudySpec, manifest: Manifest) -> pd.DataFrame:
     """The folds table the spec's split gives on `manifest`."""
     if spec.split.minority is not None and spec.split.minority not in manifest.classes:
         raise SonosynthError(f"split.minority {spec.split.minority!r} is not a class of the data ({manifest.classes}).")
+    if spec.split.scheme == "dataset":
+        return dataset_folds(manifest, spec.split.seed, spec.split.minority)
     return make_folds(manifest, spec.split.folds, spec.split.seed, spec.split.minority)
 
 
@@ -227,7 +235,8 @@ def _units_index(plan: StudyPlan, cache: Path, run_dir: Path) -> pd.DataFrame:
 def _result_rows(fold: int, keep: float, condition: Condition, classifier: str, seed: int, metrics: dict) -> list[dict]:
     common = {"fold": fold, "keep": keep, "regime": condition.regime, "generator": condition.generator or "",
               "condition": condition.label, "classifier": classifier, "seed": seed,
-              "accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"]}
+              "accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
+              "train_accuracy": metrics.get("train_accuracy")}
     rows = []
     for label, values in metrics["per_class"].items():
         rows.append({**common, "class": label, **{k: values[k] for k in outputs.PER_CLASS_KEYS}})

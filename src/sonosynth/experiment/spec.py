@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from sonosynth.classify.regimes import NEEDS_SYNTHETIC as SYNTHETIC_REGIMES
 from sonosynth.classify.regimes import REGIMES
 from sonosynth.config import StrictModel, deep_merge, format_validation_error, read_yaml
+from sonosynth.data.fetal_planes import FetalPlanesIngestOptions
 from sonosynth.data.folder import FolderIngestOptions
 from sonosynth.data.phantom_dataset import PhantomOptions
 from sonosynth.data.pocus import PocusIngestOptions
@@ -35,24 +36,38 @@ class FolderData(StrictModel):
     options: FolderIngestOptions = Field(FolderIngestOptions(), description="as the `ingest folder` flags")
 
 
+class FetalPlanesData(StrictModel):
+    """Ingest FETAL_PLANES_DB (its CSV and Images/ folder) into the run folder first."""
+
+    source: Path = Field(description="the FETAL_PLANES_DB folder (with FETAL_PLANES_DB_data.csv and Images/)")
+    options: FetalPlanesIngestOptions = Field(FetalPlanesIngestOptions(), description="as the `ingest fetal-planes` flags")
+
+
+DATA_SOURCES = ("manifest", "pocus", "folder", "fetal_planes", "phantom")
+
+
 class DataSpec(StrictModel):
-    """Where the real images come from: exactly one of manifest, pocus, folder, phantom."""
+    """Where the real images come from: exactly one of manifest, pocus, folder, fetal_planes, phantom."""
 
     manifest: Path | None = Field(None, description="an existing manifest.csv (or its folder)")
     pocus: PocusData | None = Field(None, description="ingest the POCUS lung-ultrasound tree")
     folder: FolderData | None = Field(None, description="ingest class sub-folders or a CSV listing")
+    fetal_planes: FetalPlanesData | None = Field(None, description="ingest FETAL_PLANES_DB (patients, train/test)")
     phantom: PhantomOptions | None = Field(None, description="simulate the phantom dataset")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DataSpec:
-        given = [k for k in ("manifest", "pocus", "folder", "phantom") if getattr(self, k) is not None]
+        given = [k for k in DATA_SOURCES if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of manifest, pocus, folder, phantom (got {given or 'none'})")
+            raise ValueError(f"give exactly one of {', '.join(DATA_SOURCES)} (got {given or 'none'})")
         return self
 
 
 class SplitSpec(StrictModel):
-    folds: int = Field(5, ge=2, description="number of patient-level folds")
+    scheme: Literal["kfold", "dataset"] = Field(
+        "kfold", description="kfold: patient-level stratified k-fold; dataset: the data's own train/test split "
+        "(the manifest's `subset` column, e.g. FETAL_PLANES_DB's Train flag) as one fold evaluated on the test set")
+    folds: int = Field(5, ge=2, description="number of patient-level folds (kfold)")
     seed: int = Field(0, description="seed of the fold assignment and minority ranks")
     minority: str | None = Field(None, description="class cut to `keep` fractions on the training side")
     keep: list[float] = Field([1.0], description="fractions of minority patients kept; the first is the headline")
