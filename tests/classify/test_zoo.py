@@ -92,8 +92,16 @@ def test_wrong_channel_count_is_a_clear_error():
         model(torch.rand(2, 3, 32, 32))
 
 
+def imagenet_architecture(name: str, num_classes: int, **options) -> nn.Module:
+    """The network as built for ImageNet weights, without them (they are not downloadable here)."""
+    from sonosynth.classify import build_classifier
+
+    return build_classifier({"name": name, "num_classes": num_classes, "in_channels": 3, "image_size": 32,
+                             "input_mode": "imagenet", "options": options})
+
+
 def test_pocovidnet_trains_only_the_last_conv_and_the_head():
-    model = create_classifier("pocovidnet", 3, in_channels=3, image_size=32)
+    model = imagenet_architecture("pocovidnet", 3)
     last_conv = 512 * 512 * 9 + 512
     head = (512 * 64 + 64) + 2 * 64 + (64 * 3 + 3)  # dense 64, batch norm (scale, shift), dense 3
     assert count_trainable(model) == last_conv + head == 2_392_963  # the lung study's ~2.4 M
@@ -101,6 +109,28 @@ def test_pocovidnet_trains_only_the_last_conv_and_the_head():
     assert frozen == 12_354_880  # the study's ~12.4 M non-trainable
     whole = create_classifier("pocovidnet", 3, in_channels=3, image_size=32, trainable_conv_layers=13)
     assert count_trainable(whole) == sum(p.numel() for p in whole.parameters())
+
+
+def test_pocovidnet_refuses_frozen_random_layers_and_trains_all_by_default():
+    with pytest.raises(SonosynthError, match="frozen at their random initialisation.*pretrained: imagenet"):
+        create_classifier("pocovidnet", 3, image_size=32, trainable_conv_layers=1)
+    scratch = create_classifier("pocovidnet", 3, image_size=32)
+    assert count_trainable(scratch) == sum(p.numel() for p in scratch.parameters())
+
+
+def test_pocovidnet_avg4x4_head_is_borns_pooling():
+    from sonosynth.classify import build_classifier
+
+    model = build_classifier({"name": "pocovidnet", "num_classes": 3, "in_channels": 1, "image_size": 224,
+                              "input_mode": "imagenet", "options": {"head_pooling": "avg4x4"}}).eval()
+    assert count_trainable(model) == 2_392_963  # 7 x 7 map -> one 4 x 4 window -> 512 features, as global pooling
+    fmap = torch.rand(2, 512, 7, 7)
+    torch.testing.assert_close(model.pool(fmap), fmap[:, :, :4, :4].mean(dim=(2, 3)))
+    wide = build_classifier({"name": "pocovidnet", "num_classes": 3, "in_channels": 1, "image_size": 256,
+                             "input_mode": "imagenet", "options": {"head_pooling": "avg4x4"}})
+    assert wide.head[0].in_features == 512 * 4  # 8 x 8 map -> 2 x 2 windows
+    with pytest.raises(SonosynthError, match="image_size >= 128"):
+        create_classifier("pocovidnet", 3, image_size=64, head_pooling="avg4x4")
 
 
 def test_pocovidnet_head_order():
@@ -221,7 +251,7 @@ def test_vit_checks_its_image_size():
 @pytest.mark.parametrize(("name", "options"), [
     ("small_cnn", {}),
     ("medmamba_compact", {}),
-    ("pocovidnet", {"trainable_conv_layers": 3}),
+    ("pocovidnet", {"trainable_conv_layers": 13}),
 ])
 def test_save_load_round_trip_gives_identical_logits(name, options, tmp_path):
     torch.manual_seed(0)

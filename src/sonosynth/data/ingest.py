@@ -113,8 +113,10 @@ class FrameWriter:
 def fingerprint(kind: str, source: str | os.PathLike, options: BaseModel) -> dict:
     """What identifies an ingest: rerunning with the same fingerprint reuses the output folder."""
     values = options.model_dump(mode="json")
-    if values.get("fit") == "pad":  # the default before `fit` existed: older ingests stay reusable
-        del values["fit"]
+    # Options at the defaults they had before they existed are left out, so older ingests stay reusable.
+    for name, default in (("fit", "pad"), ("max_frames", None)):
+        if name in values and values[name] == default:
+            del values[name]
     return {"kind": kind, "source": os.path.abspath(source), "options": values}
 
 

@@ -84,6 +84,24 @@ def summarize(study: ResolvedStudy, plan: StudyPlan, manifest: Manifest) -> Plan
                        int(manifest.table["patient_id"].nunique()))
 
 
+def training_sides(result: DryRun) -> pd.DataFrame:
+    """Patients / images per class that classifiers fit on and that select their epoch, per fold and fraction."""
+    from sonosynth.data.split import split_fold
+
+    rows = []
+    for (fold, keep), stop in result.plan.stopping_sets.items():
+        held = set(stop.table["patient_id"])
+        train = split_fold(result.manifest, result.folds, fold, keep, held if result.study.spec.split.stopping
+                           else ()).train
+        fit = train.where(~train.table["patient_id"].isin(held))
+        for label in result.manifest.classes:
+            f, s = fit.with_labels([label]).table, stop.with_labels([label]).table
+            rows.append({"fold": fold, "keep": keep, "class": label,
+                         "fit patients / images": f"{f['patient_id'].nunique()} / {len(f)}",
+                         "stopping patients / images": f"{s['patient_id'].nunique()} / {len(s)}"})
+    return pd.DataFrame(rows)
+
+
 def dry_run(spec: StudySpec, run_dir: str | os.PathLike, progress: bool = False) -> DryRun:
     """Validate `spec` (no data touched), then ingest and split its data and build the plan (nothing trains)."""
     from sonosynth.experiment.runner import make_study_folds, prepare_data
@@ -109,6 +127,8 @@ def print_dry_run(spec: StudySpec, run_dir: str | os.PathLike, data: str | os.Pa
     console.print(f"data: {summary.real_images} real images of {summary.patients} patients; folds {summary.folds}, "
                   f"keep {summary.keeps}")
     print_table(summary.table(), title=f"plan: {sum(summary.units.values())} units")
+    print_table(training_sides(result), title="per fold and fraction: training patients (fit side) and the "
+                "early-stopping set, per class")
     if probe:
         from sonosynth.device import hardware_summary
         from sonosynth.experiment.probe import format_hours, probe_study

@@ -35,7 +35,7 @@ READER_STUDY_DIR = "reader-study"
 
 # One row per fold x keep x condition x classifier x seed x class.
 RESULT_COLUMNS = ("fold", "keep", "regime", "generator", "condition", "classifier", "seed", "accuracy",
-                  "balanced_accuracy", "train_accuracy", "class", "precision", "recall", "f1", "support")
+                  "balanced_accuracy", "class", "precision", "recall", "f1", "support")
 CONFUSION_COLUMNS = ("fold", "keep", "condition", "classifier", "seed", "true", "predicted", "count")
 SYNTHETIC_INDEX_COLUMNS = ("fold", "keep", "generator", "manifest")
 UNITS_COLUMNS = ("kind", "fold", "keep", "name", "classifier", "seed", "description", "folder")

@@ -336,6 +336,8 @@ class StudyPlan:
     quality_runs: tuple[QualityRun, ...] = ()
     # (fold, keep, generator) -> the sample units whose outputs make that SyntheticSet, in order
     synthetic_sets: dict[tuple[int, float, str], tuple[str, ...]] = field(default_factory=dict)
+    # (fold, keep) -> the early-stopping (model-selection) patients every classifier run of that cell shares
+    stopping_sets: dict[tuple[int, float], Manifest] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.units)
@@ -416,6 +418,15 @@ def stopping_side(study: ResolvedStudy, train: Manifest) -> Manifest:
 
     config = study.classifiers[0].configs[study.spec.seeds[0]]
     return carve_stopping_set(train, config.stop_fraction, config.seed)[1]
+
+
+def split_stopping_set(spec: StudySpec, train: Manifest) -> Manifest:
+    """`split.stopping`: its fraction of the training patients of its classes, seeded by the split's seed."""
+    from sonosynth.classify.training import carve_stopping_set
+
+    stopping = spec.split.stopping
+    classes = train.classes if stopping.classes == "all" else [c for c in stopping.classes if c in train.classes]
+    return carve_stopping_set(train.with_labels(classes), stopping.fraction, spec.split.seed)[1]
 
 
 def generator_side(train: Manifest, stop: Manifest) -> Manifest:
@@ -507,8 +518,17 @@ def build_plan(study: ResolvedStudy, manifest: Manifest, folds: pd.DataFrame) ->
     """Every unit of the study on `manifest` split by `folds`, in dependency order."""
     spec = study.spec
     builder = _PlanBuilder(study)
-    cells = [(fold, keep, split_fold(manifest, folds, fold, keep)) for fold in fold_list(spec) for keep in spec.split.keep]
-    stops = {(fold, keep): stopping_side(study, data.train) for fold, keep, data in cells}
+    if spec.split.stopping is None:
+        cells = [(fold, keep, split_fold(manifest, folds, fold, keep))
+                 for fold in fold_list(spec) for keep in spec.split.keep]
+        stops = {(fold, keep): stopping_side(study, data.train) for fold, keep, data in cells}
+    else:
+        # The stopping set first, from the whole training side; then the minority cut among the others.
+        fold_stops = {fold: split_stopping_set(spec, split_fold(manifest, folds, fold, 1.0).train)
+                      for fold in fold_list(spec)}
+        cells = [(fold, keep, split_fold(manifest, folds, fold, keep, set(fold_stops[fold].table["patient_id"])))
+                 for fold in fold_list(spec) for keep in spec.split.keep]
+        stops = {(fold, keep): fold_stops[fold] for fold, keep, _ in cells}
 
     # Fits: every generator model of every cell (nested fractions share models: identical units are one).
     fits: dict[tuple[int, float, str], list[tuple[Unit, Manifest]]] = {}
@@ -571,4 +591,4 @@ def build_plan(study: ResolvedStudy, manifest: Manifest, folds: pd.DataFrame) ->
     order = {"fit": 0, "sample": 1, "classify": 2, "quality": 3}
     ordered = sorted(builder.units.values(), key=lambda unit: order[unit.kind])  # stable: keeps plan order per kind
     return StudyPlan(tuple(ordered), tuple(runs), tuple(quality_runs),
-                     {cell: tuple(u.key for u in units_) for cell, units_ in samples.items()})
+                     {cell: tuple(u.key for u in units_) for cell, units_ in samples.items()}, stops)

@@ -235,8 +235,7 @@ def _units_index(plan: StudyPlan, cache: Path, run_dir: Path) -> pd.DataFrame:
 def _result_rows(fold: int, keep: float, condition: Condition, classifier: str, seed: int, metrics: dict) -> list[dict]:
     common = {"fold": fold, "keep": keep, "regime": condition.regime, "generator": condition.generator or "",
               "condition": condition.label, "classifier": classifier, "seed": seed,
-              "accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
-              "train_accuracy": metrics.get("train_accuracy")}
+              "accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"]}
     rows = []
     for label, values in metrics["per_class"].items():
         rows.append({**common, "class": label, **{k: values[k] for k in outputs.PER_CLASS_KEYS}})

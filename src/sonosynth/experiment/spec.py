@@ -63,6 +63,15 @@ class DataSpec(StrictModel):
         return self
 
 
+class StoppingSpec(StrictModel):
+    """The early-stopping (model-selection) set, carved from each fold's whole training side before the minority cut."""
+
+    fraction: float = Field(0.2, gt=0, lt=1, description="share of the fold's training patients of each class held "
+                            "out (at least one per class with 3+ patients, never a class's last)")
+    classes: list[str] | Literal["all"] = Field("all", description="classes whose patients are held out; others "
+                                                "give none (e.g. leave the minority out of it)")
+
+
 class SplitSpec(StrictModel):
     scheme: Literal["kfold", "dataset"] = Field(
         "kfold", description="kfold: patient-level stratified k-fold; dataset: the data's own train/test split "
@@ -72,6 +81,11 @@ class SplitSpec(StrictModel):
     minority: str | None = Field(None, description="class cut to `keep` fractions on the training side")
     keep: list[float] = Field([1.0], description="fractions of minority patients kept; the first is the headline")
     run_folds: list[int] | None = Field(None, description="evaluate only these folds (default: all)")
+    stopping: StoppingSpec | None = Field(
+        None, description="the early-stopping set as a split setting: carved from the fold's whole training side "
+        "first, the same at every keep fraction, and the minority kept at fraction f is then ceil(f x n) of the "
+        "fold's n training minority patients, drawn from those outside it (the lung study's 25%). Unset: the "
+        "first classifier's stop_fraction is carved from the training side after the minority cut")
 
     @field_validator("keep")
     @classmethod

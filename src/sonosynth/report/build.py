@@ -187,8 +187,11 @@ def _protocol(spec: dict, n_folds: int) -> str:
     split = spec["split"]
     minority = split.get("minority")
     keeps = ", ".join(f"{k:.0%}" for k in split["keep"])
-    text = (f"Patient-level stratified {split['folds']}-fold cross-validation (seed {split['seed']}); "
-            f"{n_folds if n_folds != split['folds'] else 'all'} fold(s) evaluated. ")
+    if split.get("scheme") == "dataset":
+        text = "The dataset's own train/test split (patients disjoint); scored on its test set. "
+    else:
+        text = (f"Patient-level stratified {split['folds']}-fold cross-validation (seed {split['seed']}); "
+                f"{n_folds if n_folds != split['folds'] else 'all'} fold(s) evaluated. ")
     if minority:
         text += (f"On each training side the {minority} patients are cut to nested fractions ({keeps}); the "
                  "validation fold keeps every patient and contains real images only. ")
@@ -204,11 +207,19 @@ def _protocol(spec: dict, n_folds: int) -> str:
                          f"{g.get('samples_per_model', 32)} samples per model)")
         text += ("Generators learn only from the fold's training images outside the early-stopping set: "
                  + "; ".join(parts) + ". ")
+    stopping = split.get("stopping")
+    if stopping:
+        classes = stopping.get("classes", "all")
+        text += (f"The early-stopping set is {stopping['fraction']:.0%} of each fold's training patients of "
+                 f"{'every class' if classes == 'all' else ', '.join(classes)}, carved before the minority cut and "
+                 "the same at every fraction; the minority kept at fraction f is ceil(f x n) of the fold's n "
+                 "training minority patients, drawn from the rest. ")
     classifiers = ", ".join(f"{c['model']} ({c.get('preset', 'cpu')})" for c in spec.get("classifiers", []))
     seeds = spec.get("seeds", [0])
     text += (f"Regimes {', '.join(spec.get('regimes', []))} train {classifiers} with seed(s) "
-             f"{', '.join(map(str, seeds))}; every condition stops early on the same held-out training patients "
-             f"and is scored on the real validation fold. Differences are paired by fold against "
+             f"{', '.join(map(str, seeds))}; every condition selects its epoch (early stopping, or the best epoch "
+             f"of all when early stopping is off) on the same held-out training patients, never on the validation "
+             f"or test images, and is scored on the real validation fold. Differences are paired by fold against "
              f"`{spec.get('baseline', 'real')}` (bootstrap 95% CI over folds, Wilcoxon signed-rank p).")
     return text
 
