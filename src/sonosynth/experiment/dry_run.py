@@ -84,6 +84,13 @@ def summarize(study: ResolvedStudy, plan: StudyPlan, manifest: Manifest) -> Plan
                        int(manifest.table["patient_id"].nunique()))
 
 
+def _count(manifest: Manifest, label: str) -> str:
+    if len(manifest) == 0:
+        return "0 / 0"
+    table = manifest.table[manifest.table["label"] == label]
+    return f"{table['patient_id'].nunique()} / {len(table)}"
+
+
 def training_sides(result: DryRun) -> pd.DataFrame:
     """Patients / images per class that classifiers fit on and that select their epoch, per fold and fraction."""
     from sonosynth.data.split import split_fold
@@ -95,10 +102,8 @@ def training_sides(result: DryRun) -> pd.DataFrame:
                            else ()).train
         fit = train.where(~train.table["patient_id"].isin(held))
         for label in result.manifest.classes:
-            f, s = fit.with_labels([label]).table, stop.with_labels([label]).table
             rows.append({"fold": fold, "keep": keep, "class": label,
-                         "fit patients / images": f"{f['patient_id'].nunique()} / {len(f)}",
-                         "stopping patients / images": f"{s['patient_id'].nunique()} / {len(s)}"})
+                         "fit patients / images": _count(fit, label), "stopping patients / images": _count(stop, label)})
     return pd.DataFrame(rows)
 
 
