@@ -91,3 +91,25 @@ def test_cli_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert "generator models" in result.output and "classifier trainings" in result.output
     assert not (tmp_path / "run" / "cache").exists()
+
+
+def test_split_stopping_keeps_the_studys_share_of_minority_patients(tmp_path):
+    """The stopping set comes first; at fraction f the fit side still has ceil(f x n) minority patients."""
+    import math
+
+    from sonosynth.experiment.dry_run import training_sides
+
+    changes = {"data": {"phantom": {"patients": {"covid": 6, "pneumonia": 12, "healthy": 6}, "frames": 1,
+                                    "size": 32}},
+               "split": {"folds": 3, "minority": "pneumonia", "keep": [0.25, 1.0], "run_folds": [0],
+                         "stopping": {"fraction": 0.2, "classes": "all"}},
+               "generators": [], "regimes": ["real"]}
+    result = dry_run(spec(**changes), tmp_path / "run")
+    folds = result.folds
+    n = int(((folds["fold"] != 0) & (folds["label"] == "pneumonia")).sum())
+    sides = training_sides(result).set_index(["keep", "class"])
+    fit_quarter = int(sides.loc[(0.25, "pneumonia"), "fit patients / images"].split(" / ")[0])
+    assert fit_quarter == math.ceil(0.25 * n)  # not a quarter of what the stopping set left
+    stops = result.plan.stopping_sets
+    assert set(stops[(0, 0.25)].table["patient_id"]) == set(stops[(0, 1.0)].table["patient_id"])
+    assert sides.loc[(0.25, "pneumonia"), "stopping patients / images"].split(" / ")[0] != "0"
