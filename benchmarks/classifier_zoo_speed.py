@@ -1,6 +1,6 @@
 """Print each zoo classifier's parameter count and its training-step and inference throughput on this machine.
 
-Run: python benchmarks/classifier_zoo_speed.py [--size 64] [--batch 16] [--models small_cnn,medmamba]
+Run: python benchmarks/classifier_zoo_speed.py [--size 64] [--batch 16] [--models small_cnn,medmamba_compact]
 Target (CPU presets): small_cnn trains at >= 100 images/s at 64 px on 2 cores.
 """
 

@@ -121,6 +121,23 @@ def ingest_pocus_command(
     _print_ingest_summary(manifest, report, out)
 
 
+@ingest_app.command("fetal-planes")
+def ingest_fetal_planes_command(
+    source: Annotated[Path, typer.Argument(help="the FETAL_PLANES_DB folder (FETAL_PLANES_DB_data.csv, Images/)")],
+    out: OutOption,
+    size: SizeOption = 128,
+    crop: Annotated[bool, typer.Option(help="crop to the ultrasound content first (the study did not)")] = False,
+    fit: Annotated[str, typer.Option(help="pad (aspect kept) or stretch (the study's resize)")] = "stretch",
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Ingest FETAL_PLANES_DB: planes as classes, Patient_num as patients, the Train flag as `subset`."""
+    from sonosynth.data.fetal_planes import FetalPlanesIngestOptions, ingest_fetal_planes
+
+    options = FetalPlanesIngestOptions(size=size, crop=crop, fit=fit)
+    manifest, report = ingest_fetal_planes(source, out, options, overwrite=overwrite)
+    _print_ingest_summary(manifest, report, out)
+
+
 @ingest_app.command("folder")
 def ingest_folder_command(
     source: Annotated[Path, typer.Argument(help="a folder with one sub-folder per class, or a CSV path,label[,patient_id]")],

@@ -34,9 +34,12 @@ def with_data_source(spec: StudySpec, data: str | os.PathLike | None) -> StudySp
     data = Path(data)
     source = spec.data
     if data.suffix.lower() == ".csv" or (data / MANIFEST_FILENAME).is_file():
-        new = source.model_copy(update={"manifest": data, "pocus": None, "folder": None, "phantom": None})
+        new = source.model_copy(update={"manifest": data, "pocus": None, "folder": None, "fetal_planes": None,
+                                        "phantom": None})
     elif source.pocus is not None:
         new = source.model_copy(update={"pocus": source.pocus.model_copy(update={"source": data})})
+    elif source.fetal_planes is not None:
+        new = source.model_copy(update={"fetal_planes": source.fetal_planes.model_copy(update={"source": data})})
     elif source.folder is not None:
         new = source.model_copy(update={"folder": source.folder.model_copy(update={"source": data})})
     else:

@@ -214,6 +214,32 @@ def test_training_restores_the_best_epoch_and_stops_early(fold):
     assert warm.best_epoch >= 5 and len(warm.history) >= 5 + config.patience - 1
 
 
+def test_without_early_stopping_every_epoch_runs_and_the_best_is_kept(fold):
+    classes = ["covid", "healthy", "pneumonia"]
+    fit = ManifestDataset(fold.train, classes, image_size=32)
+    stop = ManifestDataset(fold.train, classes, image_size=32)
+    stop.targets = (stop.targets + 1) % 3  # the more it learns, the worse: an early epoch is best
+    torch.manual_seed(0)
+    model = create_classifier("small_cnn", 3, image_size=32)
+    config = smoke(epochs=6, patience=1, learning_rate=0.01, early_stopping=False)
+    result = train_classifier(model, fit, stop, config, CPU, progress=False)
+    assert len(result.history) == 6 and not result.stopped_early
+    assert result.best_epoch == int(result.history.loc[result.history["stop_loss"].idxmin(), "epoch"])
+
+
+def test_augment_real_augments_the_real_images_of_every_regime(fold, synthetic):
+    for regime in REGIMES:
+        plan = plan_regime(regime, fold.train, synthetic, augment_real=True)
+        for stage in plan.stages:
+            rows = stage.images.table["origin"]
+            augmented = pd.Series(stage.augment_rows(), index=rows.index)
+            assert augmented[rows == "real"].all(), (regime, stage.name)
+            if "regular" not in regime:  # the fetal study augmented real images only
+                assert not augmented[rows == "synthetic"].any(), (regime, stage.name)
+    plain = plan_regime("real", fold.train, None)
+    assert not any(plain.stages[0].augment_rows())
+
+
 def test_training_is_deterministic_and_resumes_exactly(fold, tmp_path, monkeypatch):
     from sonosynth.classify import training
 

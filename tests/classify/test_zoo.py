@@ -44,7 +44,8 @@ def images(n: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_registry_holds_the_issue_models():
-    assert {"small_cnn", "pocovidnet", "resnet50", "densenet169", "vit_b_32", "swin_t", "medmamba"} <= set(NAMES)
+    assert {"small_cnn", "pocovidnet", "resnet50", "densenet169", "vit_b_32", "swin_t", "medmamba_t",
+            "medmamba_compact"} <= set(NAMES)
 
 
 def test_unknown_name_lists_the_available_models():
@@ -91,8 +92,16 @@ def test_wrong_channel_count_is_a_clear_error():
         model(torch.rand(2, 3, 32, 32))
 
 
+def imagenet_architecture(name: str, num_classes: int, **options) -> nn.Module:
+    """The network as built for ImageNet weights, without them (they are not downloadable here)."""
+    from sonosynth.classify import build_classifier
+
+    return build_classifier({"name": name, "num_classes": num_classes, "in_channels": 3, "image_size": 32,
+                             "input_mode": "imagenet", "options": options})
+
+
 def test_pocovidnet_trains_only_the_last_conv_and_the_head():
-    model = create_classifier("pocovidnet", 3, in_channels=3, image_size=32)
+    model = imagenet_architecture("pocovidnet", 3)
     last_conv = 512 * 512 * 9 + 512
     head = (512 * 64 + 64) + 2 * 64 + (64 * 3 + 3)  # dense 64, batch norm (scale, shift), dense 3
     assert count_trainable(model) == last_conv + head == 2_392_963  # the lung study's ~2.4 M
@@ -100,6 +109,28 @@ def test_pocovidnet_trains_only_the_last_conv_and_the_head():
     assert frozen == 12_354_880  # the study's ~12.4 M non-trainable
     whole = create_classifier("pocovidnet", 3, in_channels=3, image_size=32, trainable_conv_layers=13)
     assert count_trainable(whole) == sum(p.numel() for p in whole.parameters())
+
+
+def test_pocovidnet_refuses_frozen_random_layers_and_trains_all_by_default():
+    with pytest.raises(SonosynthError, match="frozen at their random initialisation.*pretrained: imagenet"):
+        create_classifier("pocovidnet", 3, image_size=32, trainable_conv_layers=1)
+    scratch = create_classifier("pocovidnet", 3, image_size=32)
+    assert count_trainable(scratch) == sum(p.numel() for p in scratch.parameters())
+
+
+def test_pocovidnet_avg4x4_head_is_borns_pooling():
+    from sonosynth.classify import build_classifier
+
+    model = build_classifier({"name": "pocovidnet", "num_classes": 3, "in_channels": 1, "image_size": 224,
+                              "input_mode": "imagenet", "options": {"head_pooling": "avg4x4"}}).eval()
+    assert count_trainable(model) == 2_392_963  # 7 x 7 map -> one 4 x 4 window -> 512 features, as global pooling
+    fmap = torch.rand(2, 512, 7, 7)
+    torch.testing.assert_close(model.pool(fmap), fmap[:, :, :4, :4].mean(dim=(2, 3)))
+    wide = build_classifier({"name": "pocovidnet", "num_classes": 3, "in_channels": 1, "image_size": 256,
+                             "input_mode": "imagenet", "options": {"head_pooling": "avg4x4"}})
+    assert wide.head[0].in_features == 512 * 4  # 8 x 8 map -> 2 x 2 windows
+    with pytest.raises(SonosynthError, match="image_size >= 128"):
+        create_classifier("pocovidnet", 3, image_size=64, head_pooling="avg4x4")
 
 
 def test_pocovidnet_head_order():
@@ -219,8 +250,8 @@ def test_vit_checks_its_image_size():
 
 @pytest.mark.parametrize(("name", "options"), [
     ("small_cnn", {}),
-    ("medmamba", {}),
-    ("pocovidnet", {"trainable_conv_layers": 3}),
+    ("medmamba_compact", {}),
+    ("pocovidnet", {"trainable_conv_layers": 13}),
 ])
 def test_save_load_round_trip_gives_identical_logits(name, options, tmp_path):
     torch.manual_seed(0)
@@ -276,7 +307,7 @@ def test_pretrained_from_a_classifier_checkpoint(tmp_path):
     assert fewer.num_classes == 3
     torch.testing.assert_close(fewer.embed(x), source.embed(x))  # backbone reloaded, head fresh
     with pytest.raises(SonosynthError, match="name='small_cnn'"):
-        create_classifier("medmamba", 3, pretrained=str(path), image_size=32)
+        create_classifier("medmamba_compact", 3, pretrained=str(path), image_size=32)
     with pytest.raises(SonosynthError, match="neither 'none', 'imagenet' nor an existing"):
         create_classifier("small_cnn", 3, pretrained=str(tmp_path / "absent.pt"))
 
@@ -354,6 +385,12 @@ def test_medmamba_tiny_is_the_papers_size():
     millions = sum(p.numel() for p in model.parameters()) / 1e6
     assert math.isclose(millions, 14.5, abs_tol=0.1)  # MedMamba-T, 14.5 M parameters (Yue & Li 2024)
     assert model.options == {"variant": "tiny"}
+
+
+def test_the_old_medmamba_name_says_which_network_is_meant():
+    with pytest.raises(SonosynthError, match="medmamba_t .*MedMamba-T.*medmamba_compact"):
+        create_classifier("medmamba", 6)
+    assert "medmamba" not in NAMES
 
 
 def test_small_cnn_is_compact():

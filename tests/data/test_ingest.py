@@ -71,6 +71,17 @@ def test_pocus_ingest_reads_good_files_and_logs_every_bad_one(tmp_path):
     assert (tmp_path / "out" / "skipped.csv").is_file()
 
 
+def test_max_frames_keeps_the_first_frames_of_each_clip(tmp_path):
+    source = _pocus_tree(tmp_path / "pocus")
+    manifest, _ = ingest_pocus(source, tmp_path / "out", PocusIngestOptions(size=32, max_frames=4), progress=False)
+    counts = manifest.table.groupby("source").size().to_dict()
+    assert counts["pocus_videos/convex/Cov_clip.mp4"] == 4 and counts["pocus_images/convex/Reg_palette.png"] == 1
+    first = manifest.table[manifest.table["source"] == "pocus_videos/convex/Cov_clip.mp4"]["frame_index"]
+    full, _ = ingest_pocus(source, tmp_path / "full", PocusIngestOptions(size=32), progress=False)
+    every = full.table[full.table["source"] == "pocus_videos/convex/Cov_clip.mp4"]["frame_index"]
+    assert list(first) == sorted(every)[:4]
+
+
 def test_licence_filter_and_viral_option(tmp_path):
     source = _pocus_tree(tmp_path / "pocus")
     options = PocusIngestOptions(size=32, exclude_licenses="NC", classes=["covid", "pneumonia", "healthy", "viral"])

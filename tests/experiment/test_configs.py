@@ -52,4 +52,31 @@ def test_preset_resolves_and_plans(path, stand_in):
     assert len(plan.classifier_runs) == cells * len(conditions(spec)) * len(spec.classifiers) * len(spec.seeds)
     if spec.generators:
         assert plan.of_kind("fit") and plan.of_kind("sample")
-    assert len(plan.quality_runs) == (cells * len(spec.generators) if spec.quality.enabled else 0)
+    arms = sum(len(g.arms()) for g in spec.generators)
+    assert len(plan.quality_runs) == (cells * arms if spec.quality.enabled else 0)
+
+
+def test_fetal_paper_follows_the_study():
+    spec = load_spec(Path(__file__).resolve().parents[2] / "configs" / "fetal-paper.yaml")
+    study = resolve_study(spec)
+    options = spec.data.fetal_planes.options
+    assert (options.size, options.crop, options.fit) == (128, False, "stretch")
+    assert spec.split.scheme == "dataset"
+    assert spec.generators[0].rounds == [1, 2] and spec.generators[0].samples_per_model == 5000
+    assert [c.spec.model for c in study.classifiers] == ["resnet50", "densenet169", "vit_b_32", "swin_t", "medmamba_t"]
+    for classifier in study.classifiers:
+        config = classifier.configs[0]
+        assert (config.epochs, config.batch_size, config.learning_rate, config.image_size) == (200, 32, 1e-4, 128)
+        assert not config.early_stopping and config.stop_fraction > 0  # best epoch on held-out training patients
+        assert config.augmentation == "fetal" and config.augment_real
+
+
+def test_an_augmentation_no_regime_uses_is_an_error():
+    from sonosynth.errors import SonosynthError
+    from sonosynth.experiment.spec import StudySpec
+
+    spec = StudySpec.model_validate({
+        "name": "x", "data": {"phantom": {}}, "regimes": ["real"],
+        "classifiers": [{"model": "small_cnn", "preset": "smoke", "overrides": {"augmentation": "fetal"}}]})
+    with pytest.raises(SonosynthError, match=r"classifiers\[0\]\.overrides\.augmentation.*augment_real"):
+        resolve_study(spec)

@@ -133,7 +133,7 @@ def test_an_error_of_the_unit_itself_is_not_retried_and_stops_the_study(cluster,
 def test_the_local_executor_imports_no_ray(tmp_path):
     code = (
         "import sys\n"
-        "import sonosynth.cli, sonosynth.commands.experiment, sonosynth.experiment.runner, sonosynth.experiment.study\n"
+        "import sonosynth.cli, sonosynth.commands.experiment, sonosynth.experiment.runner, sonosynth.study\n"
         "from sonosynth.experiment.executor import make_executor\n"
         f"make_executor('local', {str(tmp_path)!r})\n"
         "assert 'ray' not in sys.modules, 'ray was imported'\n"

@@ -55,8 +55,14 @@ class ClassifierTrainConfig(StrictModel):
         description="share of training patients per class held out for early stopping (0: no early stopping, "
                     "train all epochs and keep the last)",
     )
+    early_stopping: bool = Field(
+        True, description="stop after `patience` epochs without improvement; false: run every epoch and keep the "
+                          "epoch with the lowest loss on the stopping set (the held-out training patients)")
     class_weighting: bool = Field(False, description="weight the loss by inverse class frequency of the fit set")
     augmentation: Literal["lung", "fetal"] = Field("lung", description="regular augmentation preset")
+    augment_real: bool = Field(
+        False, description="augment the real training images in every regime and stage that trains on them (the "
+                           "fetal study); false: only the `+regular` regimes augment (the lung study's comparison)")
     seed: int = 0
     num_workers: int = Field(0, ge=0, description="DataLoader workers; 0 keeps the decoded-image cache warm")
 
@@ -201,7 +207,7 @@ def train_classifier(model: nn.Module, fit: Dataset, stop: Dataset | None, confi
     with progress_task(f"classifier {stage}", config.epochs * batches, completed=(start_epoch - 1) * batches,
                        unit="batch", tag=f"classifier/{stage}", enabled=progress) as bar:
         for epoch in range(start_epoch, config.epochs + 1):
-            if waited >= config.patience:
+            if config.early_stopping and waited >= config.patience:
                 break
             started = time.perf_counter()
             bar.update(description=f"classifier {stage} epoch {epoch}/{config.epochs}")

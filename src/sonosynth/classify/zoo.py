@@ -51,7 +51,17 @@ def classifier_names() -> list[str]:
     return _CLASSIFIERS.names()
 
 
+# Names that were renamed, with why: the old name is an error that says which new name is meant.
+RENAMED: dict[str, str] = {
+    "medmamba": "'medmamba' was the compact CPU variant and is now named so: use medmamba_t for the fetal "
+                "study's MedMamba-T (the original's defaults, 14.5 M parameters) or medmamba_compact for the "
+                "0.9 M-parameter CPU variant.",
+}
+
+
 def classifier_spec(name: str) -> ClassifierEntry:
+    if name in RENAMED:
+        raise SonosynthError(RENAMED[name])
     return _CLASSIFIERS.get(name)
 
 

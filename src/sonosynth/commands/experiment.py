@@ -13,7 +13,8 @@ from sonosynth.console import console, print_table
 def spec_inputs(spec) -> list[Path]:
     """The input paths a study spec reads its real images from (the run folder may not hold them)."""
     data = spec.data
-    sources = [data.manifest, data.pocus.source if data.pocus else None, data.folder.source if data.folder else None]
+    sources = [data.manifest, data.pocus.source if data.pocus else None, data.folder.source if data.folder else None,
+               data.fetal_planes.source if data.fetal_planes else None]
     return [Path(s) for s in sources if s is not None]
 
 
@@ -28,6 +29,9 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         jobs: Annotated[int, typer.Option(help="independent units run in this many processes (one GPU each)")] = 1,
         executor: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster, sonosynth[cluster])")] = "local",
         address: Annotated[str | None, typer.Option(help="Ray cluster: auto, host:port or ray://host:port")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="validate the spec and print the plan; train nothing")] = False,
+        probe: Annotated[bool, typer.Option("--probe", help="with --dry-run: one step of every network here, "
+                                            "parameters, memory, time estimate")] = False,
     ) -> None:
         """Run a whole study: folds x fractions x generators x regimes x classifiers, cached and resumable.
 
@@ -48,6 +52,11 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
 
         run_dir = out or Path("runs") / spec.name
         check_output_location(run_dir, [data, *spec_inputs(spec)])
+        if dry_run or probe:
+            from sonosynth.experiment.dry_run import print_dry_run
+
+            print_dry_run(spec, run_dir, data=data, probe=probe)
+            return
         outcome = run_study(spec, run_dir, data=data, jobs=jobs,
                             executor=make_executor(executor, run_dir, jobs, spec.device, address))
         with run_log(run_dir):  # the run's log keeps the headline table the console shows

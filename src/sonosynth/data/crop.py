@@ -65,11 +65,18 @@ def content_box(gray: np.ndarray, threshold: float = 12.0, smoothing: int = 9, m
     )
 
 
-def to_square(gray: np.ndarray, size: int) -> np.ndarray:
-    """Pad with black to a centred square (nothing of the sector is cut), then resize to size x size.
+def to_square(gray: np.ndarray, size: int, fit: str = "pad") -> np.ndarray:
+    """`pad`: pad with black to a centred square (nothing of the sector is cut, the aspect kept), then resize
+    to size x size; `stretch`: resize straight to size x size (the fetal study's 128 x 128 resize).
 
     Lanczos resampling keeps speckle sharp when shrinking; it also handles upscaling of small images.
     """
+    if fit == "stretch":
+        if gray.shape == (size, size):
+            return gray
+        return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+    if fit != "pad":
+        raise ValueError(f"fit must be pad or stretch, got {fit!r}")
     height, width = gray.shape
     side = max(height, width)
     canvas = np.zeros((side, side), dtype=np.uint8)

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,9 @@ class FrameOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     size: int = Field(256, ge=16, le=4096, description="side of the square output frames, in pixels")
     crop: bool = Field(True, description="crop to the ultrasound content before squaring")
+    fit: Literal["pad", "stretch"] = Field(
+        "pad", description="how a frame becomes square: pad (black borders, aspect kept) or stretch (resized "
+                           "straight to size x size, as the fetal study's 128 x 128)")
 
 
 def prepare_frames(frames: list[np.ndarray], options: FrameOptions) -> list[np.ndarray]:
@@ -47,7 +51,7 @@ def prepare_frames(frames: list[np.ndarray], options: FrameOptions) -> list[np.n
     if options.crop:
         box = content_box(np.mean(np.stack(frames), axis=0))
         frames = [box.apply(f) for f in frames]
-    return [to_square(f, options.size) for f in frames]
+    return [to_square(f, options.size, options.fit) for f in frames]
 
 
 @dataclass
@@ -144,7 +148,7 @@ class FrameWriter:
         self._used: set[str] = set()
 
     def write(self, frames: Iterable[tuple[int, np.ndarray]], *, label: str, patient_id: str,
-              source: str, license: str | None = None) -> int:
+              source: str, license: str | None = None, subset: str | None = None) -> int:
         source_name = Path(source).name
         stem = safe_stem(source_name)
         if stem in self._used:  # two sources that sanitise to the same name
@@ -156,7 +160,7 @@ class FrameWriter:
             save_png(self.staging / relative, image)
             self.rows.append({
                 "path": relative, "label": label, "patient_id": patient_id, "source": source,
-                "frame_index": frame_index, "origin": "real", "license": license,
+                "frame_index": frame_index, "origin": "real", "license": license, "subset": subset,
             })
             count += 1
         return count
@@ -168,8 +172,12 @@ def fingerprint(kind: str, source: str | os.PathLike | None, options: BaseModel)
     A source folder counts by its absolute path; a generated dataset (source None) by its options alone,
     so a rerun from another working folder finds it again.
     """
-    return {"kind": kind, "source": None if source is None else os.path.abspath(source),
-            "options": options.model_dump(mode="json")}
+    values = options.model_dump(mode="json")
+    # Options at the defaults they had before they existed are left out, so older ingests stay reusable.
+    for name, default in (("fit", "pad"), ("max_frames", None)):
+        if name in values and values[name] == default:
+            del values[name]
+    return {"kind": kind, "source": None if source is None else os.path.abspath(source), "options": values}
 
 
 def reuse_or_check_output(out: Path, record: dict, overwrite: bool,

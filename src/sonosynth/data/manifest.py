@@ -30,6 +30,7 @@ COLUMNS: dict[str, str] = {
     "frame_index": "Int64",  # frame number in the source video; 0 for a still image
     "origin": "string",  # "real" | "synthetic"
     "license": "string",
+    "subset": "string",  # the dataset's own split of the image (train | test) where it has one (FETAL_PLANES_DB)
     "generator": "string",  # synthetic rows: registry name of the generator
     "checkpoint": "string",  # synthetic rows: checkpoint the image was sampled from
     "seed": "Int64",  # synthetic rows: the per-image sampling seed

@@ -36,6 +36,9 @@ class PocusIngestOptions(FrameOptions):
         None, description="regular expression; files whose License matches it are skipped (e.g. 'NC' drops non-commercial)"
     )
     probes: list[str] = Field(["convex"], description="probe sub-folders to read")
+    max_frames: int | None = Field(
+        None, ge=1, description="keep at most this many frames of each clip, the first ones at `fps` (Born et "
+        "al.'s build_image_dataset.py: -max 30); unset: every sampled frame")
 
     @field_validator("classes")
     @classmethod
@@ -156,5 +159,8 @@ def ingest_pocus(source: str | os.PathLike, out: str | os.PathLike, options: Poc
             frames = read_source(path, options.fps, options, report, fallback_rate=_frame_rate(row), shown=relative)
             if frames is None:
                 continue
+            if options.max_frames is not None and len(frames) > options.max_frames:
+                report.notes[f"clip capped at max_frames={options.max_frames}"] += 1
+                frames = frames[: options.max_frames]
             writer.write(frames, label=label, patient_id=patient_of(path.stem, row), source=relative, license=license)
     return output.result()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,14 +85,47 @@ def make_folds(manifest: Manifest, n_folds: int = 5, seed: int = 0, minority: st
     return folds
 
 
-def kept_minority_patients(folds: pd.DataFrame, fold: int, keep: float) -> set[str]:
-    """The minority patients kept on the training side of `fold` at fraction `keep` (nested in keep)."""
+def dataset_folds(manifest: Manifest, seed: int = 0, minority: str | None = None) -> pd.DataFrame:
+    """The dataset's own train/test split (the manifest's `subset` column) as a folds table: fold 0 holds the
+    test patients (the one evaluated fold), fold 1 the training patients. Minority ranks as in make_folds."""
+    subset = manifest.table["subset"]
+    if subset.isna().any():
+        raise InputDataError(f"{manifest.root}: {int(subset.isna().sum())} image(s) have no `subset` (train/test); "
+                             "split.scheme: dataset needs a dataset that has its own split (ingest fetal-planes).")
+    sides = manifest.table.groupby("patient_id")["subset"].agg(lambda values: sorted(set(values)))
+    both = sorted(p for p, values in sides.items() if len(values) > 1)
+    if both:
+        raise InputDataError(f"{manifest.root}: patient(s) {both[:5]} have images in both the train and the test "
+                             "subset; a patient-level evaluation cannot use this split (use split.scheme: kfold).")
+    unknown = sorted({v for values in sides for v in values} - {"train", "test"})
+    if unknown:
+        raise InputDataError(f"{manifest.root}: `subset` values {unknown}; expected train or test.")
+    folds = make_folds(manifest, 2, seed, minority)  # patients, labels and minority ranks
+    side = sides.map(lambda values: values[0])
+    folds["fold"] = np.where(folds["patient_id"].map(side) == "test", 0, 1)
+    if not (folds["fold"] == 0).any() or not (folds["fold"] == 1).any():
+        raise InputDataError(f"{manifest.root}: the dataset split needs both train and test images.")
+    return folds
+
+
+def kept_minority_patients(folds: pd.DataFrame, fold: int, keep: float, held_out: Iterable[str] = ()) -> set[str]:
+    """The minority patients kept on the training side of `fold` at fraction `keep` (nested in keep).
+
+    With `held_out` (an early-stopping set carved first), ceil(keep x n) of all n training minority
+    patients are still kept, drawn from those outside it; the held-out ones stay listed (their images are
+    the stopping set's, removed from fitting by whoever holds the stopping set).
+    """
     if not 0.0 < keep <= 1.0:
         raise ValueError(f"keep fraction must be in (0, 1], got {keep}")
     training = folds[(folds["fold"] != fold) & folds["minority_rank"].notna()]
     ranked = training.sort_values(["minority_rank", "patient_id"])
     count = math.ceil(keep * len(ranked) - 1e-9)
-    return set(ranked["patient_id"].iloc[:count])
+    held = set(map(str, held_out))
+    if not held:
+        return set(ranked["patient_id"].iloc[:count])
+    patients = ranked["patient_id"].astype(str)
+    outside = patients[~patients.isin(held)]
+    return set(outside.iloc[:count]) | (set(patients) & held)
 
 
 @dataclass(frozen=True)
@@ -125,8 +158,10 @@ def check_folds_match(manifest: Manifest, folds: pd.DataFrame) -> None:
                                  f"{manifest.root} gives them {', '.join(sorted(classes_of[patient]))}; {redo}")
 
 
-def split_fold(manifest: Manifest, folds: pd.DataFrame, fold: int, keep: float = 1.0) -> FoldData:
-    """Training and validation manifests of one fold, the minority class cut to `keep` on the training side."""
+def split_fold(manifest: Manifest, folds: pd.DataFrame, fold: int, keep: float = 1.0,
+               held_out: Iterable[str] = ()) -> FoldData:
+    """Training and validation manifests of one fold, the minority class cut to `keep` on the training side
+    (with `held_out` stopping patients, see kept_minority_patients)."""
     if fold not in set(folds["fold"]):
         raise InputDataError(f"fold {fold} is not in the folds table (folds: {sorted(set(folds['fold']))}).")
     check_folds_match(manifest, folds)
@@ -136,7 +171,7 @@ def split_fold(manifest: Manifest, folds: pd.DataFrame, fold: int, keep: float =
     # A minority image is one of the subsampled class: the ranked patients' images of that class.
     minority_labels = set(folds.loc[folds["minority_rank"].notna(), "label"])
     is_minority_image = manifest.table["patient_id"].isin(ranked) & manifest.table["label"].isin(minority_labels)
-    kept = kept_minority_patients(folds, fold, keep)
+    kept = kept_minority_patients(folds, fold, keep, held_out)
     train_mask = (patient_fold != fold) & (~is_minority_image | manifest.table["patient_id"].isin(kept))
     return FoldData(manifest.where(train_mask), manifest.where(patient_fold == fold))
 

@@ -43,6 +43,8 @@ from sonosynth.hashing import file_sha1
 # Bump a kind's version when its unit function computes something different from the same inputs,
 # so caches made by the older code are not reused for the newer.
 CODE_VERSIONS: dict[str, int] = {"fit": 1, "sample": 1, "classify": 1, "quality": 1}
+# Round r of a generator's sampling draws with seed (r - 1) * this: far apart, so rounds never share a draw.
+SAMPLE_ROUND_SEED_STEP = 1_000_003
 
 
 # ------------------------------------------------------------------------------- resolved configs
@@ -71,7 +73,11 @@ class ResolvedStudy:
     classifiers: tuple[ResolvedClassifier, ...]
 
     def generator(self, name: str) -> ResolvedGenerator:
-        return next(g for g in self.generators if g.spec.name == name)
+        """The generator of a name or of one of its arms (`Guided-2rounds`)."""
+        return next(g for g in self.generators if name in (g.spec.name, *(arm for arm, _ in g.spec.arms())))
+
+    def base_generator(self, name: str) -> str:
+        return self.generator(name).spec.name
 
 
 def _file_identity(source: str | Path | None) -> str | None:
@@ -138,17 +144,52 @@ def resolve_classifier(index: int, classifier: StudyClassifierSpec, seeds: list[
     configs = {seed: _resolve(ClassifierTrainConfig, "classifier", classifier.preset, {**classifier.overrides, "seed": seed},
                               where)
                for seed in seeds}
+    check_architecture(where, classifier, configs[seeds[0]])
     return ResolvedClassifier(classifier, configs, _file_identity(classifier.pretrained),
                               _file_identity(classifier.weights))
 
 
+def check_architecture(where: str, classifier: StudyClassifierSpec, config: BaseModel) -> None:
+    """Build the classifier on the meta device (no memory, no weights): a bad option or size fails here."""
+    import torch
+
+    from sonosynth.classify import build_classifier
+
+    input_mode = "native" if classifier.pretrained == "none" else "imagenet"
+    arch = {"name": classifier.model, "num_classes": 2, "in_channels": config.in_channels,
+            "image_size": config.image_size, "input_mode": input_mode, "options": classifier.options}
+    try:
+        try:
+            with torch.device("meta"):
+                build_classifier(arch)
+        except NotImplementedError:  # a builder that reads tensor values: build it for real
+            build_classifier(arch)
+    except TypeError as exc:  # an option the builder does not take
+        raise SonosynthError(f"invalid spec: {where}.options: {exc}") from exc
+    except SonosynthError as exc:
+        raise SonosynthError(f"invalid spec: {where}: {exc}") from exc
+
+
+AUGMENTING_REGIMES = ("real+regular", "real+synthetic+regular")
+
+
+def check_settings_take_effect(spec: StudySpec, classifiers: tuple[ResolvedClassifier, ...]) -> None:
+    """A spec setting that nothing in the study would use is an error, not a silent no-op."""
+    for index, classifier in enumerate(classifiers):
+        config = classifier.configs[spec.seeds[0]]
+        if "augmentation" in classifier.spec.overrides and not config.augment_real \
+                and not any(r in AUGMENTING_REGIMES for r in spec.regimes):
+            raise SonosynthError(
+                f"invalid spec: classifiers[{index}].overrides.augmentation: no regime of this spec augments "
+                f"({', '.join(spec.regimes)}), so the setting would have no effect; set augment_real: true to "
+                f"augment the real images in every regime (the fetal study), or add {' / '.join(AUGMENTING_REGIMES)}.")
+
+
 def resolve_study(spec: StudySpec) -> ResolvedStudy:
     """Resolve and validate every configuration of `spec`; errors name the spec field."""
-    return ResolvedStudy(
-        spec,
-        tuple(resolve_generator(i, g) for i, g in enumerate(spec.generators)),
-        tuple(resolve_classifier(i, c, spec.seeds) for i, c in enumerate(spec.classifiers)),
-    )
+    classifiers = tuple(resolve_classifier(i, c, spec.seeds) for i, c in enumerate(spec.classifiers))
+    check_settings_take_effect(spec, classifiers)
+    return ResolvedStudy(spec, tuple(resolve_generator(i, g) for i, g in enumerate(spec.generators)), classifiers)
 
 
 # ------------------------------------------------------------------------------------ the units
@@ -271,7 +312,7 @@ def conditions(spec: StudySpec) -> list[Condition]:
     result = []
     for regime in spec.regimes:
         if regime in SYNTHETIC_REGIMES:
-            result.extend(Condition(regime, g.name) for g in spec.generators)
+            result.extend(Condition(regime, arm) for g in spec.generators for arm, _ in g.arms())
         else:
             result.append(Condition(regime, None))
     return result
@@ -306,6 +347,8 @@ class StudyPlan:
     quality_runs: tuple[QualityRun, ...] = ()
     # (fold, keep, generator) -> the sample units whose outputs make that SyntheticSet, in order
     synthetic_sets: dict[tuple[int, float, str], tuple[str, ...]] = field(default_factory=dict)
+    # (fold, keep) -> the early-stopping (model-selection) patients every classifier run of that cell shares
+    stopping_sets: dict[tuple[int, float], Manifest] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.units)
@@ -325,6 +368,10 @@ class StudyPlan:
 
 
 def fold_list(spec: StudySpec) -> list[int]:
+    if spec.split.scheme == "dataset":  # fold 0 is the dataset's test set; fold 1 only ever trains
+        if spec.split.run_folds not in (None, [0]):
+            raise SonosynthError("split.run_folds: with scheme dataset the only evaluated fold is 0 (the test set).")
+        return [0]
     folds = spec.split.run_folds if spec.split.run_folds is not None else list(range(spec.split.folds))
     bad = [f for f in folds if not 0 <= f < spec.split.folds]
     if bad:
@@ -384,6 +431,15 @@ def stopping_side(study: ResolvedStudy, train: Manifest) -> Manifest:
     return carve_stopping_set(train, config.stop_fraction, config.seed)[1]
 
 
+def split_stopping_set(spec: StudySpec, train: Manifest) -> Manifest:
+    """`split.stopping`: its fraction of the training patients of its classes, seeded by the split's seed."""
+    from sonosynth.classify.training import carve_stopping_set
+
+    stopping = spec.split.stopping
+    classes = train.classes if stopping.classes == "all" else [c for c in stopping.classes if c in train.classes]
+    return carve_stopping_set(train.with_labels(classes), stopping.fraction, spec.split.seed)[1]
+
+
 def generator_side(train: Manifest, stop: Manifest) -> Manifest:
     return train.where(~train.table["patient_id"].isin(set(stop.table["patient_id"])))
 
@@ -418,13 +474,18 @@ class _PlanBuilder:
         return self.add(_unit("fit", payload, function, args, f"fit {spec.name} {where}".strip(),
                               resources=unit_resources(self.spec.device, spec.gpus)))
 
-    def sample(self, generator: ResolvedGenerator, fit: Unit, label: str, n: int) -> Unit:
+    def sample(self, generator: ResolvedGenerator, fit: Unit, label: str, n: int, round_: int | None = None) -> Unit:
         spec = generator.spec
         payload = {"fit": fit.key, "n": n, "label": label, "settings": generator.sample_settings}
+        seed = 0
+        if round_ is not None:  # only specs with rounds carry one, so other specs keep their cache keys
+            payload["round"] = round_
+            seed = SAMPLE_ROUND_SEED_STEP * (round_ - 1)
         where = fit.description.split(" ", 2)[2] if fit.description.count(" ") >= 2 else ""
+        shown = f" round {round_}" if round_ is not None else ""
         return self.add(_unit("sample", payload, units.sample_unit,
                               (spec.kind, Upstream("fit", fit.key, "model"), n, label, generator.sample_settings,
-                               self.spec.device), f"sample {spec.name} {where} {label}".replace("  ", " "),
+                               self.spec.device, seed), f"sample {spec.name} {where} {label}{shown}".replace("  ", " "),
                               (fit.key,), unit_resources(self.spec.device)))
 
     def classify(self, condition: Condition, classifier: ResolvedClassifier, seed: int, data: FoldData,
@@ -433,6 +494,7 @@ class _PlanBuilder:
         payload = {
             "regime": condition.regime, "model": classifier.spec.model, "config": config.model_dump(mode="json"),
             "pretrained": classifier.pretrained, "weights": classifier.weights,
+            **({"options": classifier.spec.options} if classifier.spec.options else {}),
             "train": self.hasher.manifest(data.train), "validation": self.hasher.manifest(data.validation),
             "synthetic": [u.key for u in synthetic] if synthetic is not None else None,
             "stop": self.hasher.manifest(stop),
@@ -471,8 +533,17 @@ def build_plan(study: ResolvedStudy, manifest: Manifest, folds: pd.DataFrame) ->
     """Every unit of the study on `manifest` split by `folds`, in dependency order."""
     spec = study.spec
     builder = _PlanBuilder(study)
-    cells = [(fold, keep, split_fold(manifest, folds, fold, keep)) for fold in fold_list(spec) for keep in spec.split.keep]
-    stops = {(fold, keep): stopping_side(study, data.train) for fold, keep, data in cells}
+    if spec.split.stopping is None:
+        cells = [(fold, keep, split_fold(manifest, folds, fold, keep))
+                 for fold in fold_list(spec) for keep in spec.split.keep]
+        stops = {(fold, keep): stopping_side(study, data.train) for fold, keep, data in cells}
+    else:
+        # The stopping set first, from the whole training side; then the minority cut among the others.
+        fold_stops = {fold: split_stopping_set(spec, split_fold(manifest, folds, fold, 1.0).train)
+                      for fold in fold_list(spec)}
+        cells = [(fold, keep, split_fold(manifest, folds, fold, keep, set(fold_stops[fold].table["patient_id"])))
+                 for fold in fold_list(spec) for keep in spec.split.keep]
+        stops = {(fold, keep): fold_stops[fold] for fold, keep, _ in cells}
 
     # Fits: every generator model of every cell (nested fractions share models: identical units are one).
     fits: dict[tuple[int, float, str], list[tuple[Unit, Manifest]]] = {}
@@ -491,14 +562,18 @@ def build_plan(study: ResolvedStudy, manifest: Manifest, folds: pd.DataFrame) ->
                 for number, group in enumerate(models, start=1)]
 
     # Samples: of every model, per class it learned.
+    # With `rounds`, each arm's set is the samples of rounds 1..k.
     samples: dict[tuple[int, float, str], tuple[Unit, ...]] = {}
-    for cell, pairs in fits.items():
-        generator = study.generator(cell[2])
+    for (fold, keep, name), pairs in fits.items():
+        generator = study.generator(name)
         n_base = generator.spec.samples_per_model
-        samples[cell] = tuple(
-            builder.sample(generator, fit, label, n_base * (len(group) if generator.spec.samples_per_training_image else 1))
-            for fit, group in pairs for label in group.classes
-        )
+        for arm, rounds in generator.spec.arms():
+            samples[(fold, keep, arm)] = tuple(
+                builder.sample(generator, fit, label,
+                               n_base * (len(group) if generator.spec.samples_per_training_image else 1),
+                               None if generator.spec.rounds is None else round_)
+                for round_ in range(1, rounds + 1) for fit, group in pairs for label in group.classes
+            )
 
     # Classifier runs: every condition x classifier x seed on the real validation fold.
     runs: list[ClassifierRun] = []
@@ -522,13 +597,13 @@ def build_plan(study: ResolvedStudy, manifest: Manifest, folds: pd.DataFrame) ->
     quality_runs: list[QualityRun] = []
     if spec.quality.enabled:
         for fold, keep, data in cells:
-            for generator in spec.generators:
-                if (fold, keep, generator.name) in samples:
-                    unit = builder.quality(generator.name, samples[(fold, keep, generator.name)], data,
+            for arm, _ in (arm for generator in spec.generators for arm in generator.arms()):
+                if (fold, keep, arm) in samples:
+                    unit = builder.quality(arm, samples[(fold, keep, arm)], data,
                                            references.get((fold, keep)), f"fold {fold} keep {keep:g}")
-                    quality_runs.append(QualityRun(fold, keep, generator.name, unit.key))
+                    quality_runs.append(QualityRun(fold, keep, arm, unit.key))
 
     order = {"fit": 0, "sample": 1, "classify": 2, "quality": 3}
     ordered = sorted(builder.units.values(), key=lambda unit: order[unit.kind])  # stable: keeps plan order per kind
     return StudyPlan(tuple(ordered), tuple(runs), tuple(quality_runs),
-                     {cell: tuple(u.key for u in units_) for cell, units_ in samples.items()})
+                     {cell: tuple(u.key for u in units_) for cell, units_ in samples.items()}, stops)

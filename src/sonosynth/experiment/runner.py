@@ -29,7 +29,7 @@ import yaml
 from sonosynth.atomic import write_csv_atomic, write_text_atomic
 from sonosynth.data.ingest import SKIPPED_FILENAME
 from sonosynth.data.manifest import Manifest, concat
-from sonosynth.data.split import make_folds, read_folds, same_assignment, write_folds
+from sonosynth.data.split import dataset_folds, make_folds, read_folds, same_assignment, write_folds
 from sonosynth.errors import SonosynthError
 from sonosynth.experiment import outputs
 from sonosynth.experiment.executor import Executor, local_executor
@@ -64,11 +64,26 @@ def prepare_data(spec: StudySpec, run_dir: Path, progress: bool = True) -> Manif
         manifest, report = ingest_pocus(data.pocus.source, RunFolder(run_dir).data, data.pocus.options,
                                         progress=progress)
         return _logged_ingest(manifest, report, str(data.pocus.source))
+    if data.fetal_planes is not None:
+        from sonosynth.data.fetal_planes import ingest_fetal_planes
+
+        manifest, report = ingest_fetal_planes(data.fetal_planes.source, RunFolder(run_dir).data,
+                                               data.fetal_planes.options, progress=progress)
+        return _logged_ingest(manifest, report, str(data.fetal_planes.source))
     from sonosynth.data.folder import ingest_folder
 
     manifest, report = ingest_folder(data.folder.source, RunFolder(run_dir).data, data.folder.options,
                                      progress=progress)
     return _logged_ingest(manifest, report, str(data.folder.source))
+
+
+def make_study_folds(spec: StudySpec, manifest: Manifest) -> pd.DataFrame:
+    """The folds table the spec's split gives on `manifest`."""
+    if spec.split.minority is not None and spec.split.minority not in manifest.classes:
+        raise SonosynthError(f"split.minority {spec.split.minority!r} is not a class of the data ({manifest.classes}).")
+    if spec.split.scheme == "dataset":
+        return dataset_folds(manifest, spec.split.seed, spec.split.minority)
+    return make_folds(manifest, spec.split.folds, spec.split.seed, spec.split.minority)
 
 
 def _logged_ingest(manifest: Manifest, report, source: str) -> Manifest:
@@ -127,11 +142,7 @@ class StudyRunner:
         manifest = prepare_data(self.spec, self.run_dir, progress=self.progress)
         manifest.write(self.folder.manifest)
         manifest = Manifest.read(self.folder.manifest)
-        if self.spec.split.minority is not None and self.spec.split.minority not in manifest.classes:
-            raise SonosynthError(
-                f"split.minority {self.spec.split.minority!r} is not a class of the data ({manifest.classes})."
-            )
-        folds = make_folds(manifest, self.spec.split.folds, self.spec.split.seed, self.spec.split.minority)
+        folds = make_study_folds(self.spec, manifest)
         if self.folder.folds.is_file() and not same_assignment(read_folds(self.folder.folds), folds):
             raise SonosynthError(
                 f"{self.folder.folds} differs from the folds this spec gives (data or split changed); "

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from sonosynth.classify.regimes import NEEDS_SYNTHETIC as SYNTHETIC_REGIMES
 from sonosynth.classify.regimes import REGIMES
 from sonosynth.config import StrictModel, deep_merge, format_validation_error, read_yaml
+from sonosynth.data.fetal_planes import FetalPlanesIngestOptions
 from sonosynth.data.folder import FolderIngestOptions
 from sonosynth.data.phantom_dataset import PhantomOptions
 from sonosynth.data.pocus import PocusIngestOptions
@@ -35,28 +36,56 @@ class FolderData(StrictModel):
     options: FolderIngestOptions = Field(FolderIngestOptions(), description="as the `ingest folder` flags")
 
 
+class FetalPlanesData(StrictModel):
+    """Ingest FETAL_PLANES_DB (its CSV and Images/ folder) into the run folder first."""
+
+    source: Path = Field(description="the FETAL_PLANES_DB folder (with FETAL_PLANES_DB_data.csv and Images/)")
+    options: FetalPlanesIngestOptions = Field(FetalPlanesIngestOptions(), description="as the `ingest fetal-planes` flags")
+
+
+DATA_SOURCES = ("manifest", "pocus", "folder", "fetal_planes", "phantom")
+
+
 class DataSpec(StrictModel):
-    """Where the real images come from: exactly one of manifest, pocus, folder, phantom."""
+    """Where the real images come from: exactly one of manifest, pocus, folder, fetal_planes, phantom."""
 
     manifest: Path | None = Field(None, description="an existing manifest.csv (or its folder)")
     pocus: PocusData | None = Field(None, description="ingest the POCUS lung-ultrasound tree")
     folder: FolderData | None = Field(None, description="ingest class sub-folders or a CSV listing")
+    fetal_planes: FetalPlanesData | None = Field(None, description="ingest FETAL_PLANES_DB (patients, train/test)")
     phantom: PhantomOptions | None = Field(None, description="simulate the phantom dataset")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DataSpec:
-        given = [k for k in ("manifest", "pocus", "folder", "phantom") if getattr(self, k) is not None]
+        given = [k for k in DATA_SOURCES if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of manifest, pocus, folder, phantom (got {given or 'none'})")
+            raise ValueError(f"give exactly one of {', '.join(DATA_SOURCES)} (got {given or 'none'})")
         return self
 
 
+class StoppingSpec(StrictModel):
+    """The early-stopping (model-selection) set, carved from each fold's whole training side before the minority cut."""
+
+    fraction: float = Field(0.2, gt=0, lt=1, description="share of the fold's training patients of each class held "
+                            "out (at least one per class with 3+ patients, never a class's last)")
+    classes: list[str] | Literal["all"] = Field("all", description="classes whose patients are held out; others "
+                                                "give none (e.g. leave the minority out of it)")
+
+
 class SplitSpec(StrictModel):
-    folds: int = Field(5, ge=2, description="number of patient-level folds")
+    scheme: Literal["kfold", "dataset"] = Field(
+        "kfold", description="kfold: patient-level stratified k-fold; dataset: the data's own train/test split "
+        "(the manifest's `subset` column, e.g. FETAL_PLANES_DB's Train flag) as one fold evaluated on the test set")
+    folds: int = Field(5, ge=2, description="number of patient-level folds (kfold)")
     seed: int = Field(0, description="seed of the fold assignment and minority ranks")
     minority: str | None = Field(None, description="class cut to `keep` fractions on the training side")
     keep: list[float] = Field([1.0], description="fractions of minority patients kept; the first is the headline")
     run_folds: list[int] | None = Field(None, description="evaluate only these folds (default: all)")
+    stopping: StoppingSpec | None = Field(
+        None, description="the early-stopping set as a split setting: carved from the fold's whole training side "
+        "first, the same at every keep fraction, and the minority kept at fraction f is then ceil(f x n) of the "
+        "fold's n training minority patients, drawn from those outside it (the lung study's 25%). Unset: the "
+        "first classifier's stop_fraction is carved from the training side after the minority cut")
 
     @field_validator("keep")
     @classmethod
@@ -95,6 +124,24 @@ class GeneratorSpec(StrictModel):
     gpus: int = Field(1, ge=1, description="GPUs one fit of this generator trains on: above 1, the fit unit asks "
                       "for that many GPUs of one node and runs one DDP process per GPU (generators that support "
                       "it: guided)")
+    rounds: list[int] | None = Field(
+        None, description="sampling rounds as arms: each round draws samples_per_model images per class with its "
+        "own seed, and each listed k is one arm on rounds 1..k, named `<name>-<k>round(s)` in the tables "
+        "(the fetal study's [1, 2]: 30,000 and 60,000 images); unset: one round, named `<name>`",
+    )
+
+    @field_validator("rounds")
+    @classmethod
+    def _rounds(cls, rounds: list[int] | None) -> list[int] | None:
+        if rounds is not None and (not rounds or any(r < 1 for r in rounds) or sorted(set(rounds)) != rounds):
+            raise ValueError("rounds must be increasing positive round counts, e.g. [1, 2]")
+        return rounds
+
+    def arms(self) -> list[tuple[str, int]]:
+        """(arm name, rounds it uses): the synthetic sets this generator contributes to the tables."""
+        if self.rounds is None:
+            return [(self.name, 1)]
+        return [(f"{self.name}-{k}round{'s' if k > 1 else ''}", k) for k in self.rounds]
 
 
 class StudyClassifierSpec(StrictModel):
@@ -103,6 +150,8 @@ class StudyClassifierSpec(StrictModel):
     model: str = Field(description="classifier zoo name, e.g. small_cnn, pocovidnet, resnet50")
     preset: str = Field("cpu", description="training preset (smoke, cpu, paper) or a YAML file")
     overrides: dict[str, Any] = Field({}, description="training config fields overriding the preset")
+    options: dict[str, Any] = Field({}, description="architecture options of the zoo model, e.g. pocovidnet's "
+                                    "trainable_conv_layers and head_pooling (checked when the spec is loaded)")
     pretrained: str = Field("none", description="none | imagenet | path to a sonosynth checkpoint")
     weights: Path | None = Field(None, description="local ImageNet weights file for pretrained=imagenet")
 

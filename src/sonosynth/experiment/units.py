@@ -28,10 +28,10 @@ def fit_unit(kind: str, config: BaseModel, images: Manifest, device: str, progre
 
 
 def sample_unit(kind: str, checkpoint: Path, n: int, label: str, settings: dict[str, Any], device: str,
-                folder: Path) -> None:
+                seed: int, folder: Path) -> None:
     from sonosynth.generators.base import create_generator
 
-    samples = create_generator(kind).sample(checkpoint, n, folder / "samples", label=label, seed=0, device=device,
+    samples = create_generator(kind).sample(checkpoint, n, folder / "samples", label=label, seed=seed, device=device,
                                             progress=False, **settings)
     _samples_to_tensorboard(samples)
 
@@ -63,17 +63,17 @@ def classify_unit(regime: str, classifier: StudyClassifierSpec, config: BaseMode
     """Train one classifier under one regime (early stopping on `stop`) and score it on the real validation fold."""
     regime_unit(regime, classifier.model, config, train, validation,
                 synthetic_set(synthetic, run_folder) if synthetic else None, stop if len(stop) else None,
-                classifier.pretrained, classifier.weights, device, progress, folder)
+                classifier.pretrained, classifier.weights, device, progress, folder, classifier.options or None)
 
 
 def regime_unit(regime: str, model: str, config: BaseModel, train: Manifest, validation: Manifest,
                 synthetic: Manifest | None, stop: Manifest | None, pretrained: str, weights: Path | None,
-                device: str, progress: bool, folder: Path) -> None:
+                device: str, progress: bool, folder: Path, model_options: dict[str, Any] | None = None) -> None:
     """`run_regime` into the unit folder (the `classify` command's unit, and the study's through classify_unit)."""
     from sonosynth.classify.regimes import run_regime
 
     run_regime(regime, model, FoldData(train, validation), folder, config, synthetic=synthetic, stop=stop,
-               pretrained=pretrained, weights=weights, device=device, progress=progress)
+               pretrained=pretrained, weights=weights, device=device, progress=progress, model_options=model_options)
 
 
 def quality_unit(synthetic: tuple[Path, ...], run_folder: Path, real: Manifest, quality: QualitySpec,

@@ -183,8 +183,11 @@ def _stopping_sets(run_dir: Path, units: pd.DataFrame, keep: float) -> dict[int,
 def _protocol(spec: StudySpec, n_folds: int) -> str:
     split = spec.split
     keeps = ", ".join(f"{k:.0%}" for k in split.keep)
-    text = (f"Patient-level stratified {split.folds}-fold cross-validation (seed {split.seed}); "
-            f"{n_folds if n_folds != split.folds else 'all'} fold(s) evaluated. ")
+    if split.scheme == "dataset":
+        text = "The dataset's own train/test split (patients disjoint); scored on its test set. "
+    else:
+        text = (f"Patient-level stratified {split.folds}-fold cross-validation (seed {split.seed}); "
+                f"{n_folds if n_folds != split.folds else 'all'} fold(s) evaluated. ")
     if split.minority:
         text += (f"On each training side the {split.minority} patients are cut to nested fractions ({keeps}); the "
                  "validation fold keeps every patient and contains real images only. ")
@@ -199,10 +202,18 @@ def _protocol(spec: StudySpec, n_folds: int) -> str:
                          f"{g.samples_per_model} samples per model)")
         text += ("Generators learn only from the fold's training images outside the early-stopping set: "
                  + "; ".join(parts) + ". ")
+    stopping = split.stopping
+    if stopping is not None:
+        classes = stopping.classes
+        text += (f"The early-stopping set is {stopping.fraction:.0%} of each fold's training patients of "
+                 f"{'every class' if classes == 'all' else ', '.join(classes)}, carved before the minority cut and "
+                 "the same at every fraction; the minority kept at fraction f is ceil(f x n) of the fold's n "
+                 "training minority patients, drawn from the rest. ")
     classifiers = ", ".join(f"{c.model} ({c.preset})" for c in spec.classifiers)
     text += (f"Regimes {', '.join(spec.regimes)} train {classifiers} with seed(s) "
-             f"{', '.join(map(str, spec.seeds))}; every condition stops early on the same held-out training "
-             f"patients and is scored on the real validation fold. Differences are paired by fold against "
+             f"{', '.join(map(str, spec.seeds))}; every condition selects its epoch (early stopping, or the best epoch "
+             f"of all when early stopping is off) on the same held-out training patients, never on the validation "
+             f"or test images, and is scored on the real validation fold. Differences are paired by fold against "
              f"`{spec.baseline}` (bootstrap 95% CI over folds, Wilcoxon signed-rank p).")
     return text
 

@@ -213,7 +213,7 @@ class PatchMerging(nn.Module):
 
 class MedMamba(ClassifierNet):
     def __init__(self, num_classes: int, in_channels: int = 1, image_size: int = 224,
-                 input_mode: InputMode = "native", variant: str = "compact", name: str = "medmamba",
+                 input_mode: InputMode = "native", variant: str = "compact", name: str = "medmamba_compact",
                  patch_size: int = 4) -> None:
         if variant not in VARIANTS:
             raise SonosynthError(f"unknown MedMamba variant {variant!r}; available: {', '.join(VARIANTS)}.")
@@ -222,7 +222,8 @@ class MedMamba(ClassifierNet):
         depths, dims = config["depths"], config["dims"]
         self.patch_embed = nn.Conv2d(self.input_mean.shape[1], dims[0], patch_size, stride=patch_size)
         self.patch_norm = nn.LayerNorm(dims[0])
-        rates = torch.linspace(0, config["drop_path_rate"], sum(depths)).tolist()
+        count = sum(depths)  # stochastic-depth rates rising linearly to drop_path_rate, as the original
+        rates = [config["drop_path_rate"] * i / max(count - 1, 1) for i in range(count)]
         self.stages = nn.ModuleList()
         for i, (depth, dim) in enumerate(zip(depths, dims)):
             blocks: list[nn.Module] = [
@@ -255,10 +256,11 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 
-@register_classifier("medmamba", description="MedMamba, compact variant (plain-PyTorch selective scan; slow)")
-def build_medmamba(num_classes: int, in_channels: int, image_size: int, input_mode: InputMode,
-                   variant: str = "compact") -> MedMamba:
-    return MedMamba(num_classes, in_channels, image_size, input_mode, variant=variant)
+@register_classifier("medmamba_compact",
+                     description="a narrow, shallow MedMamba for CPUs (0.9 M parameters; not the paper's network)")
+def build_medmamba_compact(num_classes: int, in_channels: int, image_size: int, input_mode: InputMode,
+                           variant: str = "compact") -> MedMamba:
+    return MedMamba(num_classes, in_channels, image_size, input_mode, variant=variant, name="medmamba_compact")
 
 
 @register_classifier("medmamba_t", description="MedMamba-T, the paper's configuration (slow on CPU)")

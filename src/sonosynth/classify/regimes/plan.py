@@ -65,8 +65,21 @@ def only_origin(manifest: Manifest, origin: str, role: str) -> Manifest:
     return manifest
 
 
-def plan_regime(regime: str, real: Manifest, synthetic: Manifest | None = None) -> TrainingPlan:
-    """The stages of `regime` over the real training images and (for the synthetic regimes) a SyntheticSet."""
+def plan_regime(regime: str, real: Manifest, synthetic: Manifest | None = None,
+                augment_real: bool = False) -> TrainingPlan:
+    """The stages of `regime` over the real training images and (for the synthetic regimes) a SyntheticSet.
+
+    `augment_real` adds the regular augmentation to the real images of every stage (the fetal study
+    augmented its real images whatever the regime; its synthetic ones it did not).
+    """
+    plan = _plan_regime(regime, real, synthetic)
+    if not augment_real:
+        return plan
+    return TrainingPlan(regime, tuple(
+        Stage(s.name, s.images, s.augment_origins | {"real"}, s.init_from_previous) for s in plan.stages))
+
+
+def _plan_regime(regime: str, real: Manifest, synthetic: Manifest | None = None) -> TrainingPlan:
     if regime not in REGIMES:
         raise SonosynthError(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}.")
     only_origin(real, "real", "real training")

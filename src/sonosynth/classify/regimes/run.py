@@ -94,7 +94,7 @@ def run_regime(regime: str, model_name: str, fold: FoldData, out: str | os.PathL
     fit_real, stop_set = stopping_split(train, evaluation, config.stop_fraction, config.seed, stop)
     if used_synthetic is not None:
         used_synthetic = drop_derived(used_synthetic, stop_set)
-    plan = plan_regime(regime, fit_real, used_synthetic)
+    plan = plan_regime(regime, fit_real, used_synthetic, augment_real=config.augment_real)
 
     classes = sorted(set(train.labels) | set(evaluation.labels) | set(used_synthetic.labels if used_synthetic else []))
     torch_device = resolve_device(device)
@@ -143,7 +143,9 @@ def run_regime(regime: str, model_name: str, fold: FoldData, out: str | os.PathL
     report = evaluate_manifest(evaluation, predicted, classes)
     predictions = _predictions_table(evaluation, predicted, probabilities, classes)
     metrics = {**report.to_dict(), "regime": regime, "model": model_name, "images": len(evaluation),
-               "patients": int(evaluation.table["patient_id"].nunique())}
+               "patients": int(evaluation.table["patient_id"].nunique()),
+               "train_accuracy": kept_epoch_train_accuracy(out / "losses.csv", plan.stages[-1].name,
+                                                           records[-1].best_epoch)}
 
     save_classifier(out / "model.pt", model, classes,
                     extra={"regime": regime, "train_config": config.model_dump(), "stages": [r.__dict__ for r in records]})
@@ -161,6 +163,16 @@ def run_regime(regime: str, model_name: str, fold: FoldData, out: str | os.PathL
     losses = pd.read_csv(losses_csv) if losses_csv.is_file() else pd.DataFrame()
     return RegimeResult(out, regime, classes, plan.summary(), metrics, report.confusion, report.per_class, predictions,
                         losses, records, run["stop_patients"], seconds)
+
+
+def kept_epoch_train_accuracy(losses_csv: Path, stage: str, epoch: int) -> float | None:
+    """The training accuracy (on the batches as trained, augmented where the regime augments) of the epoch
+    whose weights were kept, in the last stage: what the fetal study reports beside test accuracy."""
+    if not losses_csv.is_file():
+        return None
+    losses = pd.read_csv(losses_csv)
+    row = losses[(losses["stage"] == stage) & (losses["epoch"] == epoch)]
+    return float(row["train_accuracy"].iloc[0]) if len(row) else None
 
 
 def _predictions_table(evaluation: Manifest, predicted: list[str], probabilities: np.ndarray,
