@@ -74,8 +74,12 @@ def _prepare_worker(log_level: int, run_log: str | None, threads: int) -> None:
     """
     global _worker_setup
     if _worker_setup != (log_level, run_log):
-        from sonosynth.logs import configure_worker
+        from sonosynth.logs import ROOT, configure_worker
 
+        logger = logging.getLogger(ROOT)
+        for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+            logger.removeHandler(handler)  # the run log of the study this worker served before
+            handler.close()
         configure_worker(log_level, Path(run_log) if run_log and Path(run_log).is_file() else None)
         _worker_setup = (log_level, run_log)
     import torch
