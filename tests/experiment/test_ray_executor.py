@@ -21,6 +21,8 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'sono
 
 from sonosynth.experiment.ray_executor import TIMELINE_NAME, RayExecutor
 
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+
 
 @dataclasses.dataclass(frozen=True)
 class DieOnce:
@@ -152,3 +154,16 @@ def test_without_ray_the_cluster_executor_names_the_extra_to_install(tmp_path, m
         make_executor("ray", tmp_path)
     with pytest.raises(SonosynthError, match="--executor ray"):
         make_executor("local", tmp_path, address="auto")
+
+
+def test_the_run_command_names_a_bad_executor_choice_in_one_line(tmp_path, monkeypatch, capsys):
+    from sonosynth.cli import main
+
+    for args, message in ((["--executor", "slurm"], "unknown executor 'slurm'"),
+                          (["--address", "auto"], "--address names a Ray cluster")):
+        monkeypatch.setattr("sys.argv", ["sonosynth", "run", str(DEMO), "--out", str(tmp_path / "run"), *args])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        out = capsys.readouterr()
+        assert exit_.value.code == 2 and message in out.out and "Traceback" not in out.out + out.err
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -74,8 +74,12 @@ def _prepare_worker(log_level: int, run_log: str | None, threads: int) -> None:
     """
     global _worker_setup
     if _worker_setup != (log_level, run_log):
-        from sonosynth.logs import configure_worker
+        from sonosynth.logs import ROOT, configure_worker
 
+        logger = logging.getLogger(ROOT)
+        for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+            logger.removeHandler(handler)  # the run log of the study this worker served before
+            handler.close()
         configure_worker(log_level, Path(run_log) if run_log and Path(run_log).is_file() else None)
         _worker_setup = (log_level, run_log)
     import torch
@@ -134,6 +138,7 @@ class RayExecutor:
     max_retries: int = MAX_RETRIES
     threads: int | None = None
     stats: ExecutionStats = field(default_factory=ExecutionStats)
+    _addresses: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         require_ray()
@@ -210,6 +215,8 @@ class RayExecutor:
             refs[unit.key] = remote.options(**options).remote(str(self.cache_root), unit, console_level(),
                                                               str(run_log) if run_log.is_file() else None,
                                                               self.threads, *upstream)
+        # The address each node joined with (a task sees its machine's address, the same for nodes sharing one).
+        self._addresses = {node["NodeID"]: node.get("NodeManagerAddress", "") for node in ray.nodes()}
         by_key = {unit.key: unit for unit in pending}
         waiting = {unit.key: {key for key in unit.depends_on if key in refs} for unit in pending}
         unit_of = {ref: key for key, ref in refs.items()}
@@ -262,7 +269,7 @@ class RayExecutor:
 
     def _timeline_row(self, unit: Unit, record: dict) -> dict:
         return {"key": unit.key, "kind": unit.kind, "description": unit.description, "node_id": record["node_id"],
-                "node_ip": record["node_ip"], "pid": record["pid"], "start": _timestamp(record["start"]),
+                "node_ip": self._addresses.get(record["node_id"]) or record["node_ip"], "pid": record["pid"], "start": _timestamp(record["start"]),
                 "end": _timestamp(record["end"]), "seconds": round(record["end"] - record["start"], 3),
                 "attempts": _count_attempts(self.run_dir, unit.key)}
 
