@@ -53,6 +53,18 @@ class ExecutionStats:
             self.hits += 1
 
 
+def report_finished(cache_root: Path, units: Sequence[Unit], stats: ExecutionStats, on_unit: OnUnit) -> list[Unit]:
+    """Reports the units already finished in the cache (as reused) and returns the others, in plan order."""
+    pending: list[Unit] = []
+    for unit in units:
+        if is_finished(cache_root, unit):
+            stats.count(False)
+            on_unit(unit, False)
+        else:
+            pending.append(unit)
+    return pending
+
+
 @dataclass
 class SerialExecutor:
     """Runs units one after another in plan order (which is dependency order)."""
@@ -95,16 +107,8 @@ class PoolExecutor:
 
     def run(self, units: Sequence[Unit], on_unit: OnUnit, on_start: OnStart | None = None) -> None:
         batch = {unit.key for unit in units}
-        done: set[str] = set()
-        pending: list[Unit] = []
-        for unit in units:
-            # Finished units are found here, so workers start only for real work.
-            if is_finished(self.cache_root, unit):
-                done.add(unit.key)
-                self.stats.count(False)
-                on_unit(unit, False)
-            else:
-                pending.append(unit)
+        pending = report_finished(self.cache_root, units, self.stats, on_unit)  # workers start for real work only
+        done: set[str] = batch - {unit.key for unit in pending}
         if not pending:
             return
         gpus = 0

@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from sonosynth.errors import SonosynthError
-from sonosynth.experiment.cache import is_finished
-from sonosynth.experiment.executor import ExecutionStats, OnStart, OnUnit, run_labelled_unit
+from sonosynth.experiment.executor import ExecutionStats, OnStart, OnUnit, report_finished, run_labelled_unit
 from sonosynth.experiment.plan import Unit
 
 log = logging.getLogger(__name__)
@@ -153,13 +152,7 @@ class RayExecutor:
         return self.run_dir / TIMELINE_NAME
 
     def run(self, units: Sequence[Unit], on_unit: OnUnit, on_start: OnStart | None = None) -> None:
-        pending: list[Unit] = []
-        for unit in units:
-            if is_finished(self.cache_root, unit):  # cache hits are never sent to the cluster
-                self.stats.count(False)
-                on_unit(unit, False)
-            else:
-                pending.append(unit)
+        pending = report_finished(self.cache_root, units, self.stats, on_unit)  # cache hits never go to the cluster
         if not pending:
             return
         import ray
