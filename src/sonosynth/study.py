@@ -10,7 +10,9 @@ from pathlib import Path
 from sonosynth import __version__
 from sonosynth.data.manifest import MANIFEST_FILENAME
 from sonosynth.device import hardware_summary
-from sonosynth.experiment.executor import Executor
+from sonosynth.errors import SonosynthError
+from sonosynth.experiment.executor import Executor, local_executor
+from sonosynth.experiment.layout import RunFolder
 from sonosynth.experiment.runner import StudyResult, StudyRunner
 from sonosynth.experiment.spec import StudySpec
 from sonosynth.logs import run_log
@@ -45,6 +47,27 @@ def with_data_source(spec: StudySpec, data: str | os.PathLike | None) -> StudySp
     else:
         new = source.model_copy(update={"manifest": data, "phantom": None})
     return spec.model_copy(update={"data": type(source).model_validate(new.model_dump())})
+
+
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(kind: str, run_dir: str | os.PathLike, jobs: int = 1, device: str = "auto",
+                  address: str | None = None) -> Executor:
+    """The executor `sonosynth run --executor KIND` asks for, over the run folder's cache."""
+    cache_root = RunFolder(Path(run_dir)).cache
+    if kind == "local":
+        if address is not None:
+            raise SonosynthError("--address names a Ray cluster: use it with --executor ray.")
+        return local_executor(cache_root, jobs=jobs, device=device)
+    if kind == "ray":
+        if jobs > 1:
+            raise SonosynthError("--jobs is for the local executor; on Ray the cluster's resources set how many "
+                                 "units run at once.")
+        from sonosynth.experiment.ray_executor import RayExecutor
+
+        return RayExecutor(cache_root, address=address)
+    raise SonosynthError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}.")
 
 
 def run_study(spec: StudySpec, run_dir: str | os.PathLike, data: str | os.PathLike | None = None,

@@ -136,7 +136,7 @@ def test_the_local_executor_imports_no_ray(tmp_path):
     code = (
         "import sys\n"
         "import sonosynth.cli, sonosynth.commands.experiment, sonosynth.experiment.runner, sonosynth.study\n"
-        "from sonosynth.experiment.executor import make_executor\n"
+        "from sonosynth.study import make_executor\n"
         f"make_executor('local', {str(tmp_path)!r})\n"
         "assert 'ray' not in sys.modules, 'ray was imported'\n"
     )
@@ -147,7 +147,7 @@ def test_the_local_executor_imports_no_ray(tmp_path):
 def test_without_ray_the_cluster_executor_names_the_extra_to_install(tmp_path, monkeypatch):
     from sonosynth.errors import SonosynthError
     from sonosynth.experiment import ray_executor
-    from sonosynth.experiment.executor import make_executor
+    from sonosynth.study import make_executor
 
     monkeypatch.setattr(ray_executor, "ray_available", lambda: False)
     with pytest.raises(SonosynthError, match=r"pip install 'sonosynth\[cluster\]'"):

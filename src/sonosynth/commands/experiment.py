@@ -39,10 +39,9 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         extended spec computes only what is new. The report is written at the end.
         """
         from sonosynth.config import parse_overrides
-        from sonosynth.experiment.executor import make_executor
         from sonosynth.experiment.spec import load_spec
         from sonosynth.outputs import check_output_location
-        from sonosynth.study import run_study
+        from sonosynth.study import make_executor, run_study
 
         overrides = parse_overrides(set_values)
         if device:

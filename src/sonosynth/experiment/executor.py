@@ -149,27 +149,3 @@ class PoolExecutor:
 
 def local_executor(cache_root: Path, jobs: int = 1, device: str = "auto") -> SerialExecutor | PoolExecutor:
     return SerialExecutor(Path(cache_root)) if jobs <= 1 else PoolExecutor(Path(cache_root), jobs, device)
-
-
-EXECUTORS = ("local", "ray")
-
-
-def make_executor(kind: str, run_dir: str | os.PathLike, jobs: int = 1, device: str = "auto",
-                  address: str | None = None) -> Executor:
-    """The executor `sonosynth run --executor KIND` asks for, over the run folder's cache."""
-    from sonosynth.errors import SonosynthError
-    from sonosynth.experiment.layout import RunFolder
-
-    cache_root = RunFolder(Path(run_dir)).cache
-    if kind == "local":
-        if address is not None:
-            raise SonosynthError("--address names a Ray cluster: use it with --executor ray.")
-        return local_executor(cache_root, jobs=jobs, device=device)
-    if kind == "ray":
-        if jobs > 1:
-            raise SonosynthError("--jobs is for the local executor; on Ray the cluster's resources set how many "
-                                 "units run at once.")
-        from sonosynth.experiment.ray_executor import RayExecutor
-
-        return RayExecutor(cache_root, address=address)
-    raise SonosynthError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}.")
