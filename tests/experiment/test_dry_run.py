@@ -74,8 +74,8 @@ def test_probe_runs_every_network_on_the_smoke_presets(tmp_path):
     from sonosynth.experiment.probe import probe_study
 
     table = probe_study(dry_run(spec(), tmp_path / "run"), "cpu")
-    assert list(table["unit"]) == ["fit SinGAN", "sample SinGAN", "fit SinDDM", "sample SinDDM", "fit Guided",
-                                   "sample Guided", "classify small_cnn"]
+    assert list(table["unit"]) == ["classify small_cnn", "fit SinGAN", "sample SinGAN", "fit SinDDM",
+                                   "sample SinDDM", "fit Guided", "sample Guided"]
     fits = table[table["unit"].str.startswith(("fit", "classify"))]
     assert all(int(n.replace(",", "")) > 0 for n in fits["trainable"])
     assert table["full run (est.)"].ne("").all()

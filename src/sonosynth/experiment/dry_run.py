@@ -139,7 +139,12 @@ def print_dry_run(spec: StudySpec, run_dir: str | os.PathLike, data: str | os.Pa
         from sonosynth.experiment.probe import format_hours, probe_study
 
         console.print(f"probe on {hardware_summary()} (device {spec.device})")
-        table = probe_study(result, spec.device)
+        def shown(row) -> None:  # each part as it finishes: a slow probe still shows what it has done
+            console.print(f"  probed {row.unit}: {row.as_dict()['trainable'] or '-'} trainable, "
+                          f"{row.as_dict()['frozen'] or '-'} frozen, batch {row.batch}, peak "
+                          f"{row.as_dict()['peak MB']} MB, {row.probe_seconds:.1f} s")
+
+        table = probe_study(result, spec.device, on_row=shown)
         cap = table.attrs.get("cap_mb")
         print_table(table, title="probe: one step of each network at the spec's size"
                     + (f" (memory cap {cap / 1024:.1f} GB)" if cap else ""))

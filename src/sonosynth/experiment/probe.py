@@ -11,7 +11,9 @@ Memory: on CUDA `torch.cuda.max_memory_allocated`; on the CPU the process's peak
 during the probe (sampled from /proc), above what it held before. On the CPU a probe is also held to
 a memory cap (RLIMIT_DATA, half the memory available when the probe starts, unless given): an
 allocation beyond it fails, and the probe halves the batch and retries, down to 1, so a GPU-scale
-config cannot swap this machine to a standstill; the row says which batch fitted.
+config cannot swap this machine to a standstill; the row says which batch fitted. A CPU probe also
+starts at batch CPU_PROBE_BATCH at most (time scaled to the config's batch, memory that of the
+probed batch), so a GPU config is probed in minutes.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ from sonosynth.errors import SonosynthError
 from sonosynth.experiment.dry_run import DryRun
 from sonosynth.experiment.plan import ResolvedClassifier, ResolvedGenerator
 
-PROBE_TRAIN_STEPS = 2
-PROBE_SAMPLE_STEPS = 2
+PROBE_TRAIN_STEPS = 1  # GPU-scale steps on a CPU take minutes; one is enough to start and to time
+PROBE_SAMPLE_STEPS = 1
+# On a CPU a GPU-scale batch takes minutes per step; the probe starts at this batch and scales its time
+# to the config's batch (CPU time grows about linearly with the batch; memory is the capped batch's).
+CPU_PROBE_BATCH = 8
 
 
 @dataclass
@@ -167,6 +172,9 @@ def with_halving(run: Callable[[int], Any], batch: int, row: ProbeRow, device: A
     """`run(batch)` under the memory cap; on out-of-memory the batch is halved (down to 1) and tried again."""
     import gc
 
+    if getattr(device, "type", "cpu") == "cpu" and batch > CPU_PROBE_BATCH:
+        row.notes.append(f"batch {batch} capped at {CPU_PROBE_BATCH} on the CPU")
+        batch = CPU_PROBE_BATCH
     while True:
         try:
             with memory_cap(cap if getattr(device, "type", "cpu") == "cpu" else None):
@@ -287,6 +295,9 @@ def probe_generator(dry: DryRun, generator: ResolvedGenerator, scratch: Path, de
     settings = dict(generator.sample_settings)
     sample_defaults = base.get("sample") if isinstance(base.get("sample"), dict) else {}
     full_sample_steps = settings.get("steps") or sample_defaults.get("steps")
+    sampler = settings.get("sampler") or sample_defaults.get("sampler")
+    if sampler == "ddpm":  # every training timestep; timed with DDIM steps (the same network call per step)
+        full_sample_steps = (base.get("schedule") or {}).get("num_train_timesteps") or full_sample_steps
     total_images = sum(int(u.payload["n"]) for u in samples)
     sample_batch = int(settings.get("sample_batch_size") or base.get("sample_batch_size") or 1)
     few_steps = "steps" in fields and full_sample_steps
@@ -302,6 +313,8 @@ def probe_generator(dry: DryRun, generator: ResolvedGenerator, scratch: Path, de
         call = {**settings, "sample_batch_size": batch}
         if few_steps:
             call["steps"] = PROBE_SAMPLE_STEPS
+            if sampler == "ddpm":
+                call["sampler"] = "ddim"
         started = time.perf_counter()
         with PeakMemory(device) as memory:
             implementation.sample(out / "model", batch, target, label=label, seed=0, device=str(device),
@@ -314,7 +327,7 @@ def probe_generator(dry: DryRun, generator: ResolvedGenerator, scratch: Path, de
     per_image = seconds / max(sample_row.batch or 1, 1)
     if few_steps:
         per_image *= full_sample_steps / PROBE_SAMPLE_STEPS
-        sample_row.notes.append(f"{PROBE_SAMPLE_STEPS} of {full_sample_steps} sampling steps")
+        sample_row.notes.append(f"{PROBE_SAMPLE_STEPS} of {full_sample_steps} sampling steps timed")
     sample_row.estimate_seconds = per_image * total_images
     sample_row.notes.append(f"{total_images} images")
     return [fit_row, sample_row]
@@ -389,7 +402,7 @@ def probe_classifier(dry: DryRun, classifier: ResolvedClassifier, device: Any, c
                 loss.backward()
                 optimizer.step()
                 times.append(time.perf_counter() - started)
-                if times[0] > 60:
+                if times[0] > 20:
                     break
         row.peak_mb = memory.peak_mb
         return times[-1]
@@ -424,13 +437,8 @@ def probe_study(dry: DryRun, device: str = "auto", memory_limit_mb: int | None =
         cap = memory_limit_mb * 2**20 if memory_limit_mb else (available // 2 if available else None)
     rows: list[ProbeRow] = []
     with tempfile.TemporaryDirectory(prefix="sonosynth-probe-") as scratch:
-        for generator in dry.study.generators:
-            for row in probe_generator(dry, generator, Path(scratch), torch_device, cap):
-                rows.append(row)
-                if on_row:
-                    on_row(row)
         seen = set()
-        for classifier in dry.study.classifiers:
+        for classifier in dry.study.classifiers:  # first: quick, and their counts are what a reader checks
             if classifier.spec.model in seen:
                 continue
             seen.add(classifier.spec.model)
@@ -438,6 +446,11 @@ def probe_study(dry: DryRun, device: str = "auto", memory_limit_mb: int | None =
             rows.append(row)
             if on_row:
                 on_row(row)
+        for generator in dry.study.generators:
+            for row in probe_generator(dry, generator, Path(scratch), torch_device, cap):
+                rows.append(row)
+                if on_row:
+                    on_row(row)
     table = pd.DataFrame([r.as_dict() for r in rows])
     total = sum(r.estimate_seconds or 0 for r in rows)
     table.attrs["total_seconds"] = total
