@@ -52,7 +52,7 @@ def register(app: typer.Typer, train_app: typer.Typer, generate_app: typer.Typer
         run_dir = out or Path("runs") / spec.name
         check_output_location(run_dir, [data, *spec_inputs(spec)])
         if dry_run or probe:
-            from sonosynth.experiment.dry_run import print_dry_run
+            from sonosynth.study import print_dry_run
 
             print_dry_run(spec, run_dir, data=data, probe=probe)
             return

@@ -116,38 +116,3 @@ def dry_run(spec: StudySpec, run_dir: str | os.PathLike, progress: bool = False)
     folds = make_study_folds(spec, manifest)
     plan = build_plan(study, manifest, folds)
     return DryRun(study, manifest, folds, plan, summarize(study, plan, manifest))
-
-
-def print_dry_run(spec: StudySpec, run_dir: str | os.PathLike, data: str | os.PathLike | None = None,
-                  probe: bool = False) -> DryRun:
-    """The CLI's `--dry-run [--probe]`: the plan (and the probe's table) on the console."""
-    from sonosynth.console import console, print_table
-    from sonosynth.study import with_data_source
-
-    spec = with_data_source(spec, data)
-    result = dry_run(spec, run_dir)
-    summary = result.summary
-    console.print(f"spec {spec.name!r} is valid: {len(spec.generators)} generator(s), {len(spec.classifiers)} "
-                  f"classifier(s), regimes {', '.join(spec.regimes)}")
-    console.print(f"data: {summary.real_images} real images of {summary.patients} patients; folds {summary.folds}, "
-                  f"keep {summary.keeps}")
-    print_table(summary.table(), title=f"plan: {sum(summary.units.values())} units")
-    print_table(training_sides(result), title="per fold and fraction: training patients (fit side) and the "
-                "early-stopping set, per class")
-    if probe:
-        from sonosynth.device import hardware_summary
-        from sonosynth.experiment.probe import format_hours, probe_study
-
-        console.print(f"probe on {hardware_summary()} (device {spec.device})")
-        def shown(row) -> None:  # each part as it finishes: a slow probe still shows what it has done
-            console.print(f"  probed {row.unit}: {row.as_dict()['trainable'] or '-'} trainable, "
-                          f"{row.as_dict()['frozen'] or '-'} frozen, batch {row.batch}, peak "
-                          f"{row.as_dict()['peak MB']} MB, {row.probe_seconds:.1f} s")
-
-        table = probe_study(result, spec.device, on_row=shown)
-        cap = table.attrs.get("cap_mb")
-        print_table(table, title="probe: one step of each network at the spec's size"
-                    + (f" (memory cap {cap / 1024:.1f} GB)" if cap else ""))
-        console.print(f"estimated full run on this device: {format_hours(table.attrs['total_seconds'])} "
-                      "(fits, samples and classifier trainings; quality metrics not included)")
-    return result

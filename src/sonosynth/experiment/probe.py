@@ -28,14 +28,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import pandas as pd
 
 from sonosynth.data.manifest import Manifest
 from sonosynth.errors import SonosynthError
-from sonosynth.experiment.dry_run import DryRun
 from sonosynth.experiment.plan import ResolvedClassifier, ResolvedGenerator
+
+if TYPE_CHECKING:  # the dry run calls the probe; the probe only reads the dry run's fields
+    from sonosynth.experiment.dry_run import DryRun
 
 PROBE_TRAIN_STEPS = 1  # GPU-scale steps on a CPU take minutes; one is enough to start and to time
 PROBE_SAMPLE_STEPS = 1
@@ -113,7 +115,7 @@ class PeakMemory:
         self.peak_mb = 0.0
         self._stop = threading.Event()
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         if self.cuda:
             import torch
 
