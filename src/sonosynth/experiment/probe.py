@@ -85,26 +85,24 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _data_bytes() -> int | None:
+def _proc_kib_field(path: str, key: str) -> int | None:
+    """A `Key:  N kB` line of a /proc file, in bytes (None where /proc or the line is missing)."""
     try:
-        with open("/proc/self/status") as handle:
+        with open(path) as handle:
             for line in handle:
-                if line.startswith("VmData:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
+
+
+def _data_bytes() -> int | None:
+    return _proc_kib_field("/proc/self/status", "VmData")
 
 
 def available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return _proc_kib_field("/proc/meminfo", "MemAvailable")
 
 
 class PeakMemory:
