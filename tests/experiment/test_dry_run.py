@@ -80,6 +80,7 @@ def test_probe_runs_every_network_on_the_smoke_presets(tmp_path):
     assert all(int(n.replace(",", "")) > 0 for n in fits["trainable"])
     assert table["full run (est.)"].ne("").all()
     assert table.attrs["total_seconds"] > 0
+    assert table["notes"].str.contains("own process").all()  # every part measured in its own process
 
 
 def test_cli_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
@@ -113,3 +114,32 @@ def test_split_stopping_keeps_the_studys_share_of_minority_patients(tmp_path):
     stops = result.plan.stopping_sets
     assert set(stops[(0, 0.25)].table["patient_id"]) == set(stops[(0, 1.0)].table["patient_id"])
     assert sides.loc[(0.25, "pneumonia"), "stopping patients / images"].split(" / ")[0] != "0"
+
+
+def _allocate_in_a_probe_block(megabytes: int) -> tuple[int, float, float]:
+    import os
+
+    import torch
+
+    from sonosynth.experiment.probe import PeakMemory
+
+    with PeakMemory(torch.device("cpu")) as memory:
+        block = torch.ones(megabytes * 2**20 // 4)  # float32: 4 bytes each, every page touched
+        del block
+    return os.getpid(), memory.base_mb, memory.peak_mb
+
+
+def test_each_probed_part_reads_its_own_peak_in_a_fresh_process():
+    """In one long-lived process a part reuses memory an earlier part freed and reads low; isolated it does not."""
+    import os
+
+    import torch
+
+    from sonosynth.experiment.probe import run_isolated
+
+    _allocate_in_a_probe_block(300)  # this process now holds freed pages a second block in it could reuse
+    readings = [run_isolated(torch.device("cpu"), _allocate_in_a_probe_block, 300) for _ in range(2)]
+    assert all(pid != os.getpid() for pid, _, _ in readings)
+    assert readings[0][0] != readings[1][0]  # a fresh process per part
+    for _, base, peak in readings:
+        assert peak - base >= 290, (base, peak)

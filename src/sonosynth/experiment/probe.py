@@ -1,19 +1,27 @@
 """`sonosynth run SPEC --dry-run --probe`: does every network of the study start on this device?
 
-For each generator of the spec: its real-size config trains two steps on a tiny slice of the
-fold's training images and draws one batch with a few sampling steps; for each classifier: the
-network is built at the spec's size and takes one training step (forward, backward, Adam) at the
-config's batch size. Each probe row gives parameter counts, peak memory, the measured time, and an
+For each generator of the spec: its real-size config trains on a tiny slice of the fold's training
+images for a one-second budget (the generator's own step-rate probe times a step after two warm-up
+steps, then one step is trained and checkpointed) and draws one batch with one sampling step; for
+each classifier: the network is built at the spec's size and takes training steps (forward,
+backward, Adam) at the config's batch size. Each probe row gives parameter counts, peak memory, the measured time, and an
 estimate of that part of the full run on this device: measured seconds per step times the plan's
-steps. Estimates include start-up cost (the probe's steps are its first ones), so they lean high.
+steps (classifier steps are timed after one warm-up step; a sampling step is its first, so sampling
+estimates lean high).
 
-Memory: on CUDA `torch.cuda.max_memory_allocated`; on the CPU the process's peak resident memory
-during the probe (sampled from /proc), above what it held before. On the CPU a probe is also held to
-a memory cap (RLIMIT_DATA, half the memory available when the probe starts, unless given): an
-allocation beyond it fails, and the probe halves the batch and retries, down to 1, so a GPU-scale
-config cannot swap this machine to a standstill; the row says which batch fitted. A CPU probe also
-starts at batch CPU_PROBE_BATCH at most (time scaled to the config's batch, memory that of the
-probed batch), so a GPU config is probed in minutes.
+Memory: on CUDA `torch.cuda.max_memory_allocated`. On the CPU each probed part (a classifier step, a
+generator's fit, its sampling) runs alone in a fresh process, and its peak is that process's peak
+resident memory (VmHWM, reset when the part starts): what a worker running that unit needs, the
+Python/torch start-up included (the row's notes give that baseline). Measured inside one long-lived
+process instead, memory freed by an earlier part is reused by the next and its peak reads low.
+On the CPU a part is also held to a memory cap (RLIMIT_DATA, half the memory available when the
+probe starts, unless given): an allocation beyond it fails, and the probe halves the batch and
+retries, down to 1, so a GPU-scale config cannot swap this machine to a standstill; the row says
+which batch fitted. A CPU probe also starts at batch CPU_PROBE_BATCH at most (time scaled to the
+config's batch, memory that of the probed batch), so a GPU config is probed in minutes.
+
+Parameter counts are the trained network's own: a generator's checkpoint tensors without its EMA
+copy (the EMA is the same network averaged), a classifier's parameters split into trainable and frozen.
 """
 
 from __future__ import annotations
@@ -39,7 +47,6 @@ from sonosynth.experiment.plan import ResolvedClassifier, ResolvedGenerator
 if TYPE_CHECKING:  # the dry run calls the probe; the probe only reads the dry run's fields
     from sonosynth.experiment.dry_run import DryRun
 
-PROBE_TRAIN_STEPS = 1  # GPU-scale steps on a CPU take minutes; one is enough to start and to time
 PROBE_SAMPLE_STEPS = 1
 # On a CPU a GPU-scale batch takes minutes per step; the probe starts at this batch and scales its time
 # to the config's batch (CPU time grows about linearly with the batch; memory is the capped batch's).
@@ -55,6 +62,7 @@ class ProbeRow:
     peak_mb: float | None = None
     probe_seconds: float = 0.0
     estimate_seconds: float | None = None  # of this part of the full run on this device
+    step_seconds: float | None = None  # one measured training step (classifiers)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -105,13 +113,29 @@ def available_bytes() -> int | None:
     return _proc_kib_field("/proc/meminfo", "MemAvailable")
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current resident size (Linux: `5` to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    return _proc_kib_field("/proc/self/status", "VmHWM") is not None
+
+
 class PeakMemory:
-    """Peak memory during a `with` block: CUDA's allocator peak, or the CPU process's resident peak above the start."""
+    """Peak memory during a `with` block: CUDA's allocator peak, or the CPU process's peak resident size.
+
+    On the CPU `peak_mb` is the whole process's peak (VmHWM after a reset at the start, or /proc
+    sampled every 10 ms where the reset is unavailable) and `base_mb` what it held at the start.
+    """
 
     def __init__(self, device: Any) -> None:
         self.cuda = getattr(device, "type", str(device)) == "cuda"
         self.peak_mb = 0.0
+        self.base_mb = 0.0
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Self:
         if self.cuda:
@@ -119,10 +143,11 @@ class PeakMemory:
 
             torch.cuda.reset_peak_memory_stats()
             return self
-        self._start = _rss_bytes()
-        self._peak = self._start
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
+        self.base_mb = _rss_bytes() / 2**20
+        self._peak = _rss_bytes()
+        if not _reset_peak_rss():
+            self._thread = threading.Thread(target=self._watch, daemon=True)
+            self._thread.start()
         return self
 
     def _watch(self) -> None:
@@ -135,10 +160,33 @@ class PeakMemory:
 
             self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
             return
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, _rss_bytes())
-        self.peak_mb = (self._peak - self._start) / 2**20
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            peak = max(self._peak, _rss_bytes())
+        else:
+            peak = _proc_kib_field("/proc/self/status", "VmHWM") or _rss_bytes()
+        self.peak_mb = peak / 2**20
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_isolated(device: Any, function: Callable[..., Any], *args: Any) -> Any:
+    """`function(*args)` in a fresh process on the CPU (so its peak memory is its own), in this one on CUDA."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return function(*args)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_set_threads, initargs=(torch.get_num_threads(),)) as pool:
+        return pool.submit(function, *args).result()
 
 
 @contextlib.contextmanager
@@ -228,26 +276,114 @@ def _batch_of(values: dict[str, Any]) -> int | None:
     return max(found) if found else None
 
 
-def _short_schedule(config: Any, steps: int) -> Any:
-    schedule = config.training_schedule()
-    milestones = sorted({min(m, steps) for m in schedule.lr_milestones})
-    short = schedule.model_copy(update={"steps": steps, "lr_milestones": milestones, "checkpoint_every": steps,
-                                        "ema_start": None if schedule.ema_start is None else 0})
-    updated = config.model_copy(update={"budget": None})
-    return updated.with_training_schedule(short)
+def _step_batch(values: dict[str, Any]) -> int | None:
+    """The batch that sets a training step's time: the denoiser's `train.batch_size` where a config has one
+    (the guided model's noisy classifier trains beside it at its own, often larger, batch), else the largest."""
+    train = values.get("train")
+    if isinstance(train, dict) and isinstance(train.get("batch_size"), int):
+        return train["batch_size"]
+    return _batch_of(values)
 
 
 def _checkpoint_parameters(folder: Path) -> int:
+    """Numbers in the checkpoint's tensors, its EMA copy (`ema.*`, the same network averaged) not counted."""
     from safetensors import safe_open
 
     total = 0
     with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
         for key in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
-            total += math.prod(handle.get_slice(key).get_shape())
+            if not key.startswith("ema."):
+                total += math.prod(handle.get_slice(key).get_shape())
     return total
 
 
+def _note_baseline(row: ProbeRow, memory: PeakMemory) -> None:
+    if not memory.cuda:
+        row.notes.append(f"peak of the part's own process, which held {memory.base_mb:.0f} MB before the measured part")
+
+
 # ------------------------------------------------------------------------------------ generators
+@dataclass(frozen=True)
+class GeneratorProbe:
+    """What one generator's probe parts need, in a form a fresh process can receive."""
+
+    name: str
+    kind: str
+    config_type: type
+    config: dict[str, Any]  # the resolved config, as JSON
+    images: Manifest  # the tiny training slice
+    folder: Path  # scratch: the probe checkpoint and samples
+    settings: dict[str, Any]  # the spec's sampling settings
+    label: str
+
+
+def _probe_fit(probe: GeneratorProbe, device: Any, cap: int | None) -> tuple[ProbeRow, float]:
+    """A budget fit of one second at the config's size: the generator's own step-rate probe times its
+    training step after two warm-up steps (budget.py), then one step is trained and checkpointed.
+    Returns the row (memory: the process's peak) and the measured seconds per step."""
+    import shutil
+
+    from sonosynth.generators.base import create_generator, read_record
+
+    implementation = create_generator(probe.kind)
+    row = ProbeRow(f"fit {probe.name}")
+    memories: list[PeakMemory] = []
+
+    def fit(batch: int) -> float:
+        shutil.rmtree(probe.folder, ignore_errors=True)
+        config = probe.config_type.model_validate({**_set_batch(probe.config, batch), "budget": "1s"})
+        started = time.perf_counter()
+        with PeakMemory(device) as memory:
+            implementation.fit(probe.images, probe.folder / "model", config, device=str(device), resume=False,
+                               progress=False)
+        memories.append(memory)
+        row.peak_mb = memory.peak_mb
+        return time.perf_counter() - started
+
+    full_batch = _step_batch(probe.config)
+    row.probe_seconds = with_halving(fit, full_batch or 1, row, device, cap)
+    if full_batch is None:
+        row.batch = None
+    _note_baseline(row, memories[-1])
+    row.trainable, row.frozen = _checkpoint_parameters(probe.folder / "model"), 0
+    record = read_record(probe.folder / "model")
+    budget = record.budget if record is not None else None
+    step_seconds = 1.0 / budget.steps_per_second if budget is not None else row.probe_seconds
+    return row, step_seconds
+
+
+def _probe_sample(probe: GeneratorProbe, batch: int, steps: int | None, sampler: str | None, device: Any,
+                  cap: int | None) -> ProbeRow:
+    """One batch from the probe's checkpoint, with PROBE_SAMPLE_STEPS steps where the generator has a step count."""
+    import shutil
+
+    from sonosynth.generators.base import create_generator
+
+    implementation = create_generator(probe.kind)
+    row = ProbeRow(f"sample {probe.name}")
+    memories: list[PeakMemory] = []
+
+    def sample(size: int) -> float:
+        target = probe.folder / f"samples-{size}"
+        shutil.rmtree(target, ignore_errors=True)
+        call = {**probe.settings, "sample_batch_size": size}
+        if steps:
+            call["steps"] = PROBE_SAMPLE_STEPS
+            if sampler == "ddpm":  # timed with DDIM steps: the same network call per step
+                call["sampler"] = "ddim"
+        started = time.perf_counter()
+        with PeakMemory(device) as memory:
+            implementation.sample(probe.folder / "model", size, target, label=probe.label, seed=0,
+                                  device=str(device), progress=False, **call)
+        memories.append(memory)
+        row.peak_mb = memory.peak_mb
+        return time.perf_counter() - started
+
+    row.probe_seconds = with_halving(sample, batch, row, device, cap)
+    _note_baseline(row, memories[-1])
+    return row
+
+
 def probe_generator(dry: DryRun, generator: ResolvedGenerator, scratch: Path, device: Any,
                     cap: int | None) -> list[ProbeRow]:
     from sonosynth.generators.base import create_generator
@@ -257,77 +393,41 @@ def probe_generator(dry: DryRun, generator: ResolvedGenerator, scratch: Path, de
     samples = [u for u in dry.plan.of_kind("sample") if u.description.split(" ")[1] == spec.name]
     if not fits:
         return [ProbeRow(f"fit {spec.name}", notes=["no models in the plan"])]
-    implementation = create_generator(spec.kind)
     images = tiny_slice(fits[0].args[2])
-    full_steps = generator.config.training_schedule().steps
     base = generator.config.model_dump(mode="json")
-    fit_row = ProbeRow(f"fit {spec.name}")
-    out = scratch / spec.name
+    settings = dict(generator.sample_settings)
+    probe = GeneratorProbe(spec.name, spec.kind, type(generator.config), base, images, scratch / spec.name,
+                           settings, samples[0].args[3] if samples else images.classes[0])
 
-    def fit(batch: int) -> float:
-        import shutil
-
-        shutil.rmtree(out, ignore_errors=True)
-        config = _short_schedule(type(generator.config).model_validate(_set_batch(base, batch)), PROBE_TRAIN_STEPS)
-        started = time.perf_counter()
-        with PeakMemory(device) as memory:
-            implementation.fit(images, out / "model", config, device=str(device), resume=False, progress=False)
-        fit_row.peak_mb = memory.peak_mb
-        return time.perf_counter() - started
-
-    full_batch = _batch_of(base)
-    seconds = with_halving(fit, full_batch or 1, fit_row, device, cap)
-    if full_batch is None:
-        fit_row.batch = None
-    fit_row.probe_seconds = seconds
-    fit_row.trainable, fit_row.frozen = _checkpoint_parameters(out / "model"), 0
-    fit_row.notes.append("parameters: the checkpoint's tensors (EMA copies included)")
-    per_step = seconds / PROBE_TRAIN_STEPS
+    fit_row, step_seconds = run_isolated(device, _probe_fit, probe, device, cap)
+    full_steps = generator.config.training_schedule().steps
+    full_batch = _step_batch(base)
+    fit_row.notes.append("parameters: the checkpoint's tensors, its EMA copy not counted")
     scale = (full_batch / fit_row.batch) if full_batch and fit_row.batch else 1.0
-    fit_row.estimate_seconds = per_step * scale * full_steps * len(fits)
-    fit_row.notes.append(f"{len(fits)} model(s) x {full_steps} steps")
+    fit_row.estimate_seconds = step_seconds * scale * full_steps * len(fits)
+    fit_row.notes.append(f"{len(fits)} model(s) x {full_steps} steps of {step_seconds:.3g} s (measured after "
+                         "2 warm-up steps)")
     if scale != 1.0:
         fit_row.notes.append(f"time scaled x{scale:g} to batch {full_batch}")
 
-    sample_row = ProbeRow(f"sample {spec.name}")
+    implementation = create_generator(spec.kind)
     settings_type = getattr(getattr(implementation, "model_type", None), "settings_type", None)
     fields = getattr(settings_type, "model_fields", {})
-    settings = dict(generator.sample_settings)
     sample_defaults = base.get("sample") if isinstance(base.get("sample"), dict) else {}
     full_sample_steps = settings.get("steps") or sample_defaults.get("steps")
     sampler = settings.get("sampler") or sample_defaults.get("sampler")
-    if sampler == "ddpm":  # every training timestep; timed with DDIM steps (the same network call per step)
+    if sampler == "ddpm":  # every training timestep
         full_sample_steps = (base.get("schedule") or {}).get("num_train_timesteps") or full_sample_steps
     total_images = sum(int(u.payload["n"]) for u in samples)
     sample_batch = int(settings.get("sample_batch_size") or base.get("sample_batch_size") or 1)
-    few_steps = "steps" in fields and full_sample_steps
+    few_steps = full_sample_steps if "steps" in fields and full_sample_steps else None
     if not few_steps:
         sample_batch = 1  # a whole sample (no step count to cut), so one image
-    label = samples[0].args[3] if samples else images.classes[0]
-
-    def sample(batch: int) -> float:
-        import shutil
-
-        target = out / f"samples-{batch}"
-        shutil.rmtree(target, ignore_errors=True)
-        call = {**settings, "sample_batch_size": batch}
-        if few_steps:
-            call["steps"] = PROBE_SAMPLE_STEPS
-            if sampler == "ddpm":
-                call["sampler"] = "ddim"
-        started = time.perf_counter()
-        with PeakMemory(device) as memory:
-            implementation.sample(out / "model", batch, target, label=label, seed=0, device=str(device),
-                                  progress=False, **call)
-        sample_row.peak_mb = memory.peak_mb
-        return time.perf_counter() - started
-
-    seconds = with_halving(sample, sample_batch, sample_row, device, cap)
-    sample_row.probe_seconds = seconds
-    per_image = seconds / max(sample_row.batch or 1, 1)
+    sample_row = run_isolated(device, _probe_sample, probe, sample_batch, few_steps, sampler, device, cap)
+    per_image = sample_row.probe_seconds / max(sample_row.batch or 1, 1)
     if few_steps:
-        per_image *= full_sample_steps / PROBE_SAMPLE_STEPS
-        sample_row.notes.append(f"{PROBE_SAMPLE_STEPS} of {full_sample_steps} sampling steps timed")
+        per_image *= few_steps / PROBE_SAMPLE_STEPS
+        sample_row.notes.append(f"{PROBE_SAMPLE_STEPS} of {few_steps} sampling steps timed")
     sample_row.estimate_seconds = per_image * total_images
     sample_row.notes.append(f"{total_images} images")
     return [fit_row, sample_row]
@@ -365,29 +465,29 @@ def build_for_probe(classifier: ResolvedClassifier, num_classes: int, row: Probe
                                  "image_size": config.image_size, "input_mode": "imagenet", "options": spec.options})
 
 
-def probe_classifier(dry: DryRun, classifier: ResolvedClassifier, device: Any, cap: int | None) -> ProbeRow:
+def _probe_classifier_step(classifier: ResolvedClassifier, manifest: Manifest, device: Any,
+                           cap: int | None) -> ProbeRow:
+    """The classifier as the study builds it, one timed training step (forward, backward, Adam) at its batch."""
     import torch
     from torch import nn
 
     from sonosynth.classify.augment import regular_augmentation
     from sonosynth.classify.data import ManifestDataset
 
-    spec = classifier.spec
     config = classifier.configs[min(classifier.configs)]
-    row = ProbeRow(f"classify {spec.model}")
-    units = [u for u in dry.plan.of_kind("classify") if u.payload["model"] == spec.model
-             and u.payload["config"]["image_size"] == config.image_size]
-    classes = dry.manifest.classes
+    row = ProbeRow(f"classify {classifier.spec.model}")
+    classes = manifest.classes
     model = build_for_probe(classifier, len(classes), row).to(device)
     row.trainable, row.frozen = count_parameters(model)
-    pool = dry.manifest.table.reset_index(drop=True)
+    pool = manifest.table.reset_index(drop=True)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     criterion = nn.CrossEntropyLoss()
     augment = regular_augmentation(config.augmentation)
+    memories: list[PeakMemory] = []
 
     def step(batch: int) -> float:
         rows = [i % len(pool) for i in range(batch)]
-        data = ManifestDataset(dry.manifest.where(pool.index.isin(rows)), classes, config.image_size,
+        data = ManifestDataset(manifest.where(pool.index.isin(rows)), classes, config.image_size,
                                config.in_channels, augment=augment)
         items = [data[i % len(data)] for i in range(batch)]
         images = torch.stack([x for x, _ in items]).to(device)
@@ -405,14 +505,25 @@ def probe_classifier(dry: DryRun, classifier: ResolvedClassifier, device: Any, c
                 if times[0] > 20:
                     break
         row.peak_mb = memory.peak_mb
+        memories.append(memory)
         return times[-1]
 
     started = time.perf_counter()
-    per_step = with_halving(step, config.batch_size, row, device, cap)
+    row.step_seconds = with_halving(step, config.batch_size, row, device, cap)
     row.probe_seconds = time.perf_counter() - started
+    _note_baseline(row, memories[-1])
+    return row
+
+
+def probe_classifier(dry: DryRun, classifier: ResolvedClassifier, device: Any, cap: int | None) -> ProbeRow:
+    config = classifier.configs[min(classifier.configs)]
+    row = run_isolated(device, _probe_classifier_step, classifier, dry.manifest, device, cap)
+    per_step = row.step_seconds or 0.0
     scale = config.batch_size / row.batch
     if scale != 1.0:
         row.notes.append(f"time scaled x{scale:g} to batch {config.batch_size}")
+    units = [u for u in dry.plan.of_kind("classify") if u.payload["model"] == classifier.spec.model
+             and u.payload["config"]["image_size"] == config.image_size]
     batches = 0.0
     for unit in units:
         stages, stop_images = _stage_images(unit, dry.plan)
