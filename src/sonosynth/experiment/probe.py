@@ -62,7 +62,6 @@ class ProbeRow:
     peak_mb: float | None = None
     probe_seconds: float = 0.0
     estimate_seconds: float | None = None  # of this part of the full run on this device
-    step_seconds: float | None = None  # one measured training step (classifiers)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -215,25 +214,37 @@ def is_out_of_memory(exc: BaseException) -> bool:
                                               or "cannot allocate memory" in text)
 
 
-def with_halving(run: Callable[[int], Any], batch: int, row: ProbeRow, device: Any,
-                 cap: int | None) -> Any:
-    """`run(batch)` under the memory cap; on out-of-memory the batch is halved (down to 1) and tried again."""
-    import gc
+def _capped(cap: int | None, function: Callable[..., Any], *args: Any) -> Any:
+    with memory_cap(cap):
+        return function(*args)
 
-    if getattr(device, "type", "cpu") == "cpu" and batch > CPU_PROBE_BATCH:
+
+def with_halving(function: Callable[..., Any], args: tuple, batch: int, row: ProbeRow, device: Any,
+                 cap: int | None) -> Any:
+    """`function(*args, batch)`, halving the batch on out-of-memory (down to 1) and trying again.
+
+    On the CPU every attempt runs in a fresh process under the memory cap (`run_isolated`), so a
+    failed attempt's memory neither lingers into the next nor inflates its peak; on CUDA here.
+    """
+    import gc
+    from concurrent.futures.process import BrokenProcessPool
+
+    cpu = getattr(device, "type", "cpu") == "cpu"
+    if cpu and batch > CPU_PROBE_BATCH:
         row.notes.append(f"batch {batch} capped at {CPU_PROBE_BATCH} on the CPU")
         batch = CPU_PROBE_BATCH
     while True:
         try:
-            with memory_cap(cap if getattr(device, "type", "cpu") == "cpu" else None):
-                result = run(batch)
+            result = (run_isolated(device, _capped, cap, function, *args, batch) if cpu
+                      else function(*args, batch))
             row.batch = batch
             return result
         except Exception as exc:  # out-of-memory surfaces as RuntimeError, MemoryError or torch's OOM error
-            if not is_out_of_memory(exc) and type(exc).__name__ != "OutOfMemoryError":
+            killed = isinstance(exc, BrokenProcessPool)  # the kernel's OOM killer ended the attempt's process
+            if not (killed or is_out_of_memory(exc) or type(exc).__name__ == "OutOfMemoryError"):
                 raise
             gc.collect()
-            if getattr(device, "type", "cpu") == "cuda":
+            if not cpu:
                 import torch
 
                 torch.cuda.empty_cache()
@@ -297,11 +308,6 @@ def _checkpoint_parameters(folder: Path) -> int:
     return total
 
 
-def _note_baseline(row: ProbeRow, memory: PeakMemory) -> None:
-    if not memory.cuda:
-        row.notes.append(f"peak of the part's own process, which held {memory.base_mb:.0f} MB before the measured part")
-
-
 # ------------------------------------------------------------------------------------ generators
 @dataclass(frozen=True)
 class GeneratorProbe:
@@ -317,71 +323,70 @@ class GeneratorProbe:
     label: str
 
 
-def _probe_fit(probe: GeneratorProbe, device: Any, cap: int | None) -> tuple[ProbeRow, float]:
+@dataclass
+class Attempt:
+    """What one probe attempt at one batch measured."""
+
+    seconds: float
+    peak_mb: float
+    base_mb: float
+    cuda: bool
+    step_seconds: float | None = None
+    trainable: int | None = None
+    frozen: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def into(self, row: ProbeRow) -> None:
+        row.probe_seconds, row.peak_mb = self.seconds, self.peak_mb
+        row.trainable, row.frozen = self.trainable, self.frozen
+        row.notes.extend(self.notes)
+        if not self.cuda:
+            row.notes.append(f"peak of the part's own process, which held {self.base_mb:.0f} MB before the "
+                             "measured part")
+
+
+def _fit_attempt(probe: GeneratorProbe, device: Any, batch: int) -> Attempt:
     """A budget fit of one second at the config's size: the generator's own step-rate probe times its
-    training step after two warm-up steps (budget.py), then one step is trained and checkpointed.
-    Returns the row (memory: the process's peak) and the measured seconds per step."""
+    training step after two warm-up steps (budget.py), then one step is trained and checkpointed."""
     import shutil
 
     from sonosynth.generators.base import create_generator, read_record
 
     implementation = create_generator(probe.kind)
-    row = ProbeRow(f"fit {probe.name}")
-    memories: list[PeakMemory] = []
-
-    def fit(batch: int) -> float:
-        shutil.rmtree(probe.folder, ignore_errors=True)
-        config = probe.config_type.model_validate({**_set_batch(probe.config, batch), "budget": "1s"})
-        started = time.perf_counter()
-        with PeakMemory(device) as memory:
-            implementation.fit(probe.images, probe.folder / "model", config, device=str(device), resume=False,
-                               progress=False)
-        memories.append(memory)
-        row.peak_mb = memory.peak_mb
-        return time.perf_counter() - started
-
-    full_batch = _step_batch(probe.config)
-    row.probe_seconds = with_halving(fit, full_batch or 1, row, device, cap)
-    if full_batch is None:
-        row.batch = None
-    _note_baseline(row, memories[-1])
-    row.trainable, row.frozen = _checkpoint_parameters(probe.folder / "model"), 0
+    shutil.rmtree(probe.folder, ignore_errors=True)
+    config = probe.config_type.model_validate({**_set_batch(probe.config, batch), "budget": "1s"})
+    started = time.perf_counter()
+    with PeakMemory(device) as memory:
+        implementation.fit(probe.images, probe.folder / "model", config, device=str(device), resume=False,
+                           progress=False)
+    seconds = time.perf_counter() - started
     record = read_record(probe.folder / "model")
     budget = record.budget if record is not None else None
-    step_seconds = 1.0 / budget.steps_per_second if budget is not None else row.probe_seconds
-    return row, step_seconds
+    return Attempt(seconds, memory.peak_mb, memory.base_mb, memory.cuda,
+                   step_seconds=1.0 / budget.steps_per_second if budget is not None else seconds,
+                   trainable=_checkpoint_parameters(probe.folder / "model"), frozen=0)
 
 
-def _probe_sample(probe: GeneratorProbe, batch: int, steps: int | None, sampler: str | None, device: Any,
-                  cap: int | None) -> ProbeRow:
+def _sample_attempt(probe: GeneratorProbe, steps: int | None, sampler: str | None, device: Any,
+                    batch: int) -> Attempt:
     """One batch from the probe's checkpoint, with PROBE_SAMPLE_STEPS steps where the generator has a step count."""
     import shutil
 
     from sonosynth.generators.base import create_generator
 
     implementation = create_generator(probe.kind)
-    row = ProbeRow(f"sample {probe.name}")
-    memories: list[PeakMemory] = []
-
-    def sample(size: int) -> float:
-        target = probe.folder / f"samples-{size}"
-        shutil.rmtree(target, ignore_errors=True)
-        call = {**probe.settings, "sample_batch_size": size}
-        if steps:
-            call["steps"] = PROBE_SAMPLE_STEPS
-            if sampler == "ddpm":  # timed with DDIM steps: the same network call per step
-                call["sampler"] = "ddim"
-        started = time.perf_counter()
-        with PeakMemory(device) as memory:
-            implementation.sample(probe.folder / "model", size, target, label=probe.label, seed=0,
-                                  device=str(device), progress=False, **call)
-        memories.append(memory)
-        row.peak_mb = memory.peak_mb
-        return time.perf_counter() - started
-
-    row.probe_seconds = with_halving(sample, batch, row, device, cap)
-    _note_baseline(row, memories[-1])
-    return row
+    target = probe.folder / f"samples-{batch}"
+    shutil.rmtree(target, ignore_errors=True)
+    call = {**probe.settings, "sample_batch_size": batch}
+    if steps:
+        call["steps"] = PROBE_SAMPLE_STEPS
+        if sampler == "ddpm":  # timed with DDIM steps: the same network call per step
+            call["sampler"] = "ddim"
+    started = time.perf_counter()
+    with PeakMemory(device) as memory:
+        implementation.sample(probe.folder / "model", batch, target, label=probe.label, seed=0,
+                              device=str(device), progress=False, **call)
+    return Attempt(time.perf_counter() - started, memory.peak_mb, memory.base_mb, memory.cuda)
 
 
 def probe_generator(dry: DryRun, generator: ResolvedGenerator, scratch: Path, device: Any,
@@ -399,9 +404,14 @@ def probe_generator(dry: DryRun, generator: ResolvedGenerator, scratch: Path, de
     probe = GeneratorProbe(spec.name, spec.kind, type(generator.config), base, images, scratch / spec.name,
                            settings, samples[0].args[3] if samples else images.classes[0])
 
-    fit_row, step_seconds = run_isolated(device, _probe_fit, probe, device, cap)
-    full_steps = generator.config.training_schedule().steps
+    fit_row = ProbeRow(f"fit {spec.name}")
     full_batch = _step_batch(base)
+    attempt = with_halving(_fit_attempt, (probe, device), full_batch or 1, fit_row, device, cap)
+    attempt.into(fit_row)
+    if full_batch is None:
+        fit_row.batch = None
+    step_seconds = attempt.step_seconds or attempt.seconds
+    full_steps = generator.config.training_schedule().steps
     fit_row.notes.append("parameters: the checkpoint's tensors, its EMA copy not counted")
     scale = (full_batch / fit_row.batch) if full_batch and fit_row.batch else 1.0
     fit_row.estimate_seconds = step_seconds * scale * full_steps * len(fits)
@@ -423,7 +433,9 @@ def probe_generator(dry: DryRun, generator: ResolvedGenerator, scratch: Path, de
     few_steps = full_sample_steps if "steps" in fields and full_sample_steps else None
     if not few_steps:
         sample_batch = 1  # a whole sample (no step count to cut), so one image
-    sample_row = run_isolated(device, _probe_sample, probe, sample_batch, few_steps, sampler, device, cap)
+    sample_row = ProbeRow(f"sample {spec.name}")
+    with_halving(_sample_attempt, (probe, few_steps, sampler, device), sample_batch, sample_row, device,
+                 cap).into(sample_row)
     per_image = sample_row.probe_seconds / max(sample_row.batch or 1, 1)
     if few_steps:
         per_image *= few_steps / PROBE_SAMPLE_STEPS
@@ -465,9 +477,9 @@ def build_for_probe(classifier: ResolvedClassifier, num_classes: int, row: Probe
                                  "image_size": config.image_size, "input_mode": "imagenet", "options": spec.options})
 
 
-def _probe_classifier_step(classifier: ResolvedClassifier, manifest: Manifest, device: Any,
-                           cap: int | None) -> ProbeRow:
-    """The classifier as the study builds it, one timed training step (forward, backward, Adam) at its batch."""
+def _classifier_attempt(classifier: ResolvedClassifier, manifest: Manifest, device: Any, batch: int) -> Attempt:
+    """The classifier as the study builds it; training steps (forward, backward, Adam) at `batch`, the
+    second timed apart from the first's one-off start-up."""
     import torch
     from torch import nn
 
@@ -475,50 +487,42 @@ def _probe_classifier_step(classifier: ResolvedClassifier, manifest: Manifest, d
     from sonosynth.classify.data import ManifestDataset
 
     config = classifier.configs[min(classifier.configs)]
-    row = ProbeRow(f"classify {classifier.spec.model}")
     classes = manifest.classes
-    model = build_for_probe(classifier, len(classes), row).to(device)
-    row.trainable, row.frozen = count_parameters(model)
+    built = ProbeRow("")  # collects build_for_probe's notes
+    model = build_for_probe(classifier, len(classes), built).to(device)
+    trainable, frozen = count_parameters(model)
     pool = manifest.table.reset_index(drop=True)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     criterion = nn.CrossEntropyLoss()
-    augment = regular_augmentation(config.augmentation)
-    memories: list[PeakMemory] = []
-
-    def step(batch: int) -> float:
-        rows = [i % len(pool) for i in range(batch)]
-        data = ManifestDataset(manifest.where(pool.index.isin(rows)), classes, config.image_size,
-                               config.in_channels, augment=augment)
-        items = [data[i % len(data)] for i in range(batch)]
-        images = torch.stack([x for x, _ in items]).to(device)
-        targets = torch.tensor([y for _, y in items], device=device)
-        model.train()
-        times = []
-        with PeakMemory(device) as memory:
-            for _ in range(2):  # the second step is timed apart from the first's one-off start-up
-                started = time.perf_counter()
-                optimizer.zero_grad(set_to_none=True)
-                loss = criterion(model(images).float(), targets)
-                loss.backward()
-                optimizer.step()
-                times.append(time.perf_counter() - started)
-                if times[0] > 20:
-                    break
-        row.peak_mb = memory.peak_mb
-        memories.append(memory)
-        return times[-1]
-
+    rows = [i % len(pool) for i in range(batch)]
+    data = ManifestDataset(manifest.where(pool.index.isin(rows)), classes, config.image_size, config.in_channels,
+                           augment=regular_augmentation(config.augmentation))
+    items = [data[i % len(data)] for i in range(batch)]
+    images = torch.stack([x for x, _ in items]).to(device)
+    targets = torch.tensor([y for _, y in items], device=device)
+    model.train()
+    times = []
     started = time.perf_counter()
-    row.step_seconds = with_halving(step, config.batch_size, row, device, cap)
-    row.probe_seconds = time.perf_counter() - started
-    _note_baseline(row, memories[-1])
-    return row
+    with PeakMemory(device) as memory:
+        for _ in range(2):
+            step_started = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(images).float(), targets)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - step_started)
+            if times[0] > 20:
+                break
+    return Attempt(time.perf_counter() - started, memory.peak_mb, memory.base_mb, memory.cuda,
+                   step_seconds=times[-1], trainable=trainable, frozen=frozen, notes=built.notes)
 
 
 def probe_classifier(dry: DryRun, classifier: ResolvedClassifier, device: Any, cap: int | None) -> ProbeRow:
     config = classifier.configs[min(classifier.configs)]
-    row = run_isolated(device, _probe_classifier_step, classifier, dry.manifest, device, cap)
-    per_step = row.step_seconds or 0.0
+    row = ProbeRow(f"classify {classifier.spec.model}")
+    attempt = with_halving(_classifier_attempt, (classifier, dry.manifest, device), config.batch_size, row, device, cap)
+    attempt.into(row)
+    per_step = attempt.step_seconds or 0.0
     scale = config.batch_size / row.batch
     if scale != 1.0:
         row.notes.append(f"time scaled x{scale:g} to batch {config.batch_size}")
