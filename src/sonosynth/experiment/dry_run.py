@@ -17,7 +17,14 @@ from pathlib import Path
 import pandas as pd
 
 from sonosynth.data.manifest import Manifest
-from sonosynth.experiment.plan import UNIT_KINDS, ResolvedStudy, StudyPlan, build_plan, fold_list, resolve_study
+from sonosynth.experiment.plan import (
+    UNIT_KINDS,
+    ResolvedStudy,
+    StudyPlan,
+    build_plan,
+    fold_list,
+    resolve_study,
+)
 from sonosynth.experiment.spec import StudySpec
 
 
