@@ -81,7 +81,8 @@ SMOKE = {
     ],
     "regimes": ["real", "real+synthetic"],
     "classifiers": [{"model": "small_cnn", "preset": "smoke"}],
-    "quality": {"enabled": True, "features": "classifier", "preset": "smoke"},
+    # The default feature space (one domain network for the study), trained at the smoke preset.
+    "quality": {"enabled": True, "features": "domain", "domain_preset": "smoke", "preset": "smoke"},
 }
 
 

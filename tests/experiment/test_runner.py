@@ -87,7 +87,7 @@ def test_the_progress_plan_matches_the_units_reported(smoke_study):
     assert len(smoke_study.reported) == len(smoke_study.plan)
     assert all(computed for _, computed in smoke_study.reported)  # a fresh run folder computes every unit
     assert {description.split()[0] for description, _ in smoke_study.reported} == {"fit", "sample", "classify",
-                                                                                   "quality"}
+                                                                                   "features", "quality"}
 
 
 def test_nested_fractions_reuse_the_generator_models(smoke_study):
@@ -158,6 +158,7 @@ def _unit_folder(run, plan, kind, index=0):
     ("classify", "metrics.json", lambda text: text.replace('"balanced_accuracy"', '"balanced"')),
     ("classify", "confusion.csv", lambda text: 'a,"b\n1,2,3,4\n'),
     ("quality", "quality.csv", lambda text: '"unterminated\n' + text),
+    ("features", "domain.json", lambda text: text.replace('"sha1"', '"sha"')),
     ("sample", "samples/manifest.csv", lambda text: text.replace("path,", "pth,")),
 ])
 def test_a_damaged_cached_unit_is_named_and_recomputed(smoke_study, tmp_path, caplog, kind, file, damage):
@@ -171,8 +172,9 @@ def test_a_damaged_cached_unit_is_named_and_recomputed(smoke_study, tmp_path, ca
     assert str(target) in warning and "recomputing" in warning
     assert smoke_study.plan.of_kind(kind)[0].description in warning
     pd.testing.assert_frame_equal(result.results, smoke_study.result.results)
-    # All of quality.csv, the feature-space description too: it names the reference classifier relative to
-    # the unit, so a unit recomputed in a copy of the run writes the same table.
+    # All of quality.csv, the feature-space description too: it names the feature network relative to
+    # the unit, so a unit recomputed in a copy of the run writes the same table; a retrained domain
+    # network (seeded, on the same images) is the same file, so the rows' features_sha1 still holds.
     pd.testing.assert_frame_equal(result.quality, smoke_study.result.quality)
 
 

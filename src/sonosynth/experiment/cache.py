@@ -1,6 +1,7 @@
 """The content-addressed cache that makes a study resumable and extensible.
 
-Every unit of work (a generator fit, a sampling run, a classifier run, a quality run) lives in
+Every unit of work (a generator fit, a sampling run, a classifier run, the study's domain feature
+network, a quality run) lives in
 `cache/<kind>/<key>/`, where the key covers the unit's resolved config, the *content* of its real
 input images and the keys of its upstream units (see `plan.py`). A unit is finished when its
 `.done` marker exists (written last, atomically) and its outputs pass their check. An interrupted

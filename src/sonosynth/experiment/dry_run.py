@@ -17,7 +17,14 @@ from pathlib import Path
 import pandas as pd
 
 from sonosynth.data.manifest import Manifest
-from sonosynth.experiment.plan import ResolvedStudy, StudyPlan, build_plan, fold_list, resolve_study
+from sonosynth.experiment.plan import (
+    UNIT_KINDS,
+    ResolvedStudy,
+    StudyPlan,
+    build_plan,
+    fold_list,
+    resolve_study,
+)
 from sonosynth.experiment.spec import StudySpec
 
 
@@ -25,7 +32,7 @@ from sonosynth.experiment.spec import StudySpec
 class PlanSummary:
     """What a plan will do, in the units a user budgets: models, images, trainings."""
 
-    units: dict[str, int]  # unit kind -> count
+    units: dict[str, int]  # unit kind -> count, every kind of plan.UNIT_KINDS (features: 0 or the study's 1)
     models: dict[str, int]  # generator name -> fit units
     synthetic_images: dict[str, int]  # generator name -> images drawn over the whole study
     classifier_trainings: dict[str, int]  # classifier model -> classify units
@@ -79,7 +86,7 @@ def summarize(study: ResolvedStudy, plan: StudyPlan, manifest: Manifest) -> Plan
         trainings[unit.payload["model"]] += 1
         stages += 2 if unit.payload["regime"] == "pretrain-synthetic->finetune-real" else 1
     kinds = Counter(unit.kind for unit in plan.units)
-    return PlanSummary({k: kinds.get(k, 0) for k in ("fit", "sample", "classify", "quality")}, dict(models),
+    return PlanSummary({k: kinds.get(k, 0) for k in UNIT_KINDS}, dict(models),
                        dict(images), dict(trainings), stages, fold_list(spec), list(spec.split.keep), len(manifest),
                        int(manifest.table["patient_id"].nunique()))
 

@@ -20,6 +20,9 @@ CLASSIFY_CONFUSION = "confusion.csv"
 CLASSIFY_MODEL = "model.pt"
 CLASSIFY_RUN = "run.json"  # what ran: regime, config, stopping patients, stages
 CLASSIFY_LOSSES = "losses.csv"  # per stage and epoch
+FEATURES_MODEL = "model.pt"  # the domain feature network (classify/domain.py writes these two)
+FEATURES_RECORD = "domain.json"  # how it was trained: classes, images, stopping patients, checkpoint sha1
+FEATURES_RECORD_KEYS = ("sha1", "classes", "stop_patients", "best_epoch")
 QUALITY_TABLE = "quality.csv"
 QUALITY_MEMORIZATION = "memorization.csv"
 QUALITY_MOST_COPIED = "most_copied.csv"
@@ -129,6 +132,22 @@ def _check_classify(folder: Path) -> None:
         raise DamagedOutput(folder / CLASSIFY_MODEL, "missing")
 
 
+def _check_features(folder: Path) -> None:
+    from sonosynth.hashing import file_sha1
+
+    record_path = folder / FEATURES_RECORD
+    record = read_json(record_path)
+    missing = [k for k in FEATURES_RECORD_KEYS if k not in record]
+    if missing:
+        raise DamagedOutput(record_path, f"missing key(s) {missing}")
+    model = folder / FEATURES_MODEL
+    if not model.is_file():
+        raise DamagedOutput(model, "missing")
+    # The quality rows name the network by this hash: a replaced checkpoint must not pass for the trained one.
+    if file_sha1(model) != record["sha1"]:
+        raise DamagedOutput(model, f"its sha1 differs from the {FEATURES_RECORD} record (the file was changed)")
+
+
 def _check_quality(folder: Path) -> None:
     read_quality(folder)
     read_memorization(folder)
@@ -138,6 +157,7 @@ CHECKS: dict[str, Callable[[Path], object]] = {
     "fit": _check_fit,
     "sample": read_samples,
     "classify": _check_classify,
+    "features": _check_features,
     "quality": _check_quality,
 }
 

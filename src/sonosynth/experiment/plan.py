@@ -8,8 +8,9 @@ Two steps, both before any fit:
    (`generators[1].overrides.dim: Extra inputs are not permitted`).
 2. `build_plan(study, manifest, folds)` walks folds x keep fractions x generators x regimes x
    classifiers x seeds into a `StudyPlan`: the unique `Unit`s in dependency order (all fits, then
-   all samples, then all classifier runs, then all quality units), plus the index the results
-   collector needs to turn unit outputs into the study's tables.
+   all samples, then all classifier runs, then the study's one domain feature network when
+   `quality.features` is `domain`, then all quality units), plus the index the results collector
+   needs to turn unit outputs into the study's tables.
 
 A unit's `key` covers everything its outputs depend on: its kind and code version, its resolved
 config, the *content* of its real input images, and the keys of the upstream units it reads. A unit
@@ -42,7 +43,9 @@ from sonosynth.hashing import file_sha1
 
 # Bump a kind's version when its unit function computes something different from the same inputs,
 # so caches made by the older code are not reused for the newer.
-CODE_VERSIONS: dict[str, int] = {"fit": 1, "sample": 1, "classify": 1, "quality": 1}
+CODE_VERSIONS: dict[str, int] = {"fit": 1, "sample": 1, "classify": 1, "features": 1, "quality": 1}
+# The plan's order of kinds (each kind reads only kinds before it); status, dry run and report list them so.
+UNIT_KINDS: tuple[str, ...] = ("fit", "sample", "classify", "features", "quality")
 # Round r of a generator's sampling draws with seed (r - 1) * this: far apart, so rounds never share a draw.
 SAMPLE_ROUND_SEED_STEP = 1_000_003
 
@@ -71,6 +74,7 @@ class ResolvedStudy:
     spec: StudySpec
     generators: tuple[ResolvedGenerator, ...]
     classifiers: tuple[ResolvedClassifier, ...]
+    domain: BaseModel | None = None  # the domain feature network's training config (quality.features: domain)
 
     def generator(self, name: str) -> ResolvedGenerator:
         """The generator of a name or of one of its arms (`Guided-2rounds`)."""
@@ -90,20 +94,25 @@ def _file_identity(source: str | Path | None) -> str | None:
     return f"{source}#sha1={file_sha1(source)}"
 
 
-def _resolve(model: type[BaseModel], component: str, preset: str, overrides: dict[str, Any], where: str) -> Any:
-    """`preset` + `overrides` validated as `model`; an error names the spec field (`generators[1].overrides.dim`)."""
+def _resolve(model: type[BaseModel], component: str, preset: str, overrides: dict[str, Any], where: str,
+             fields: tuple[str, str] = ("preset", "overrides")) -> Any:
+    """`preset` + `overrides` validated as `model`; an error names the spec field (`generators[1].overrides.dim`).
+
+    `fields` names the spec's preset and overrides fields under `where` (`quality.domain_overrides`).
+    """
     from sonosynth.config import deep_merge, preset_values
 
+    preset_field, overrides_field = fields
     try:
         values = preset_values(component, preset)
     except SonosynthError as exc:
-        raise SonosynthError(f"invalid spec: {where}.preset: {exc}") from exc
+        raise SonosynthError(f"invalid spec: {where}.{preset_field}: {exc}") from exc
     try:
         return model.model_validate(deep_merge(values, overrides))
     except ValidationError as exc:
         # A field the overrides set is named there; anything else comes from the preset itself.
         problems = [(e["loc"][0] in overrides if e["loc"] else False) for e in exc.errors()]
-        prefix = f"{where}.overrides" if any(problems) else f"{where}.preset {preset!r}"
+        prefix = f"{where}.{overrides_field}" if any(problems) else f"{where}.{preset_field} {preset!r}"
         raise SonosynthError(f"invalid spec: {format_validation_error(exc, prefix)}") from exc
 
 
@@ -185,11 +194,31 @@ def check_settings_take_effect(spec: StudySpec, classifiers: tuple[ResolvedClass
                 f"augment the real images in every regime (the fetal study), or add {' / '.join(AUGMENTING_REGIMES)}.")
 
 
+def resolve_domain(spec: StudySpec) -> BaseModel | None:
+    """The domain feature network's training config: `quality.domain_preset` + `domain_overrides`, validated.
+
+    None unless the study computes quality metrics in the domain space. The seed is the preset's (0 in
+    every shipped preset), never the study's `seeds`: the feature space stays one fixed network.
+    """
+    from sonosynth.classify.training import ClassifierTrainConfig
+
+    quality = spec.quality
+    if not (quality.enabled and quality.features == "domain"):
+        return None
+    config = _resolve(ClassifierTrainConfig, "classifier", quality.domain_preset, quality.domain_overrides,
+                      "quality", ("domain_preset", "domain_overrides"))
+    if config.stop_fraction <= 0:
+        raise SonosynthError("invalid spec: quality.domain_overrides.stop_fraction: the domain network keeps the "
+                             "epoch of lowest loss on held-out patients; give a fraction above 0 (e.g. 0.2).")
+    return config
+
+
 def resolve_study(spec: StudySpec) -> ResolvedStudy:
     """Resolve and validate every configuration of `spec`; errors name the spec field."""
     classifiers = tuple(resolve_classifier(i, c, spec.seeds) for i, c in enumerate(spec.classifiers))
     check_settings_take_effect(spec, classifiers)
-    return ResolvedStudy(spec, tuple(resolve_generator(i, g) for i, g in enumerate(spec.generators)), classifiers)
+    return ResolvedStudy(spec, tuple(resolve_generator(i, g) for i, g in enumerate(spec.generators)), classifiers,
+                         resolve_domain(spec))
 
 
 # ------------------------------------------------------------------------------------ the units
@@ -227,7 +256,7 @@ RUN_FOLDER = RunFolderPath()
 class Unit:
     """One unit of work: `function(*args, folder)` writes its outputs into `cache_root/kind/key`."""
 
-    kind: str  # fit | sample | classify | quality
+    kind: str  # fit | sample | classify | features | quality
     key: str
     description: str
     function: Callable[..., None]  # module-level, so a worker process or Ray task can import it
@@ -507,19 +536,39 @@ class _PlanBuilder:
             f"classify {condition.label} {classifier.spec.model} {where} seed {seed}".replace("  ", " "),
             tuple(u.key for u in synthetic or ()), unit_resources(self.spec.device)))
 
+    def features(self, manifest: Manifest) -> Unit:
+        """The study's one domain feature network, on every real image of the study (see classify/domain.py).
+
+        Its key covers the network, its training config and the content of those images, so the same
+        data and settings reuse it, and a new image or setting retrains it (and so every quality unit).
+        """
+        from sonosynth.classify.domain import DOMAIN_MODEL
+
+        real = manifest.where(manifest.table["origin"] == "real")
+        payload = {"model": DOMAIN_MODEL, "config": self.study.domain.model_dump(mode="json"),
+                   "images": self.hasher.manifest(real)}
+        return self.add(_unit("features", payload, units.features_unit,
+                              (self.study.domain, real, self.spec.device, False),
+                              f"features {DOMAIN_MODEL} on all {len(real)} real images",
+                              resources=unit_resources(self.spec.device)))
+
     def quality(self, generator: str, synthetic: tuple[Unit, ...], data: FoldData, reference: Unit | None,
                 where: str = "") -> Unit:
+        """One synthetic set's quality unit; `reference` is the unit whose model.pt gives the feature space:
+        the study's `features` unit (features=domain) or the fold's real-only classify unit (classifier)."""
         quality = self.spec.quality
+        # The domain network's settings are covered by its unit's key (in `reference`), not repeated here,
+        # so quality units of the other feature spaces keep the keys they had before those settings existed.
         payload = {"synthetic": [u.key for u in synthetic], "real": self.hasher.manifest(data.train),
                    "held_out": self.hasher.manifest(data.validation),
-                   "quality": quality.model_dump(mode="json"),
+                   "quality": quality.model_dump(mode="json", exclude={"domain_preset", "domain_overrides"}),
                    "inception_weights": _file_identity(quality.inception_weights),
                    "reference": reference.key if reference else None}
         depends = tuple(u.key for u in synthetic) + ((reference.key,) if reference else ())
         return self.add(_unit(
             "quality", payload, units.quality_unit,
             (tuple(Upstream("sample", u.key, "samples") for u in synthetic), RUN_FOLDER, data.train, quality,
-             Upstream("classify", reference.key) if reference else None, self.spec.device, data.validation),
+             Upstream(reference.kind, reference.key) if reference else None, self.spec.device, data.validation),
             f"quality {generator} {where}".strip(), depends, unit_resources(self.spec.device)))
 
 
@@ -595,15 +644,22 @@ def build_plan(study: ResolvedStudy, manifest: Manifest, folds: pd.DataFrame) ->
 
     # Quality: image quality and memorization of each synthetic set.
     quality_runs: list[QualityRun] = []
+    domain: Unit | None = None
     if spec.quality.enabled:
         for fold, keep, data in cells:
             for arm, _ in (arm for generator in spec.generators for arm in generator.arms()):
                 if (fold, keep, arm) in samples:
-                    unit = builder.quality(arm, samples[(fold, keep, arm)], data,
-                                           references.get((fold, keep)), f"fold {fold} keep {keep:g}")
+                    reference = references.get((fold, keep))
+                    if spec.quality.features == "domain":
+                        # One network for the whole study, trained on all its real images (planned once, when
+                        # there is a synthetic set to compare): every quality row is in the same space.
+                        domain = domain or builder.features(manifest)
+                        reference = domain
+                    unit = builder.quality(arm, samples[(fold, keep, arm)], data, reference,
+                                           f"fold {fold} keep {keep:g}")
                     quality_runs.append(QualityRun(fold, keep, arm, unit.key))
 
-    order = {"fit": 0, "sample": 1, "classify": 2, "quality": 3}
+    order = {kind: i for i, kind in enumerate(UNIT_KINDS)}
     ordered = sorted(builder.units.values(), key=lambda unit: order[unit.kind])  # stable: keeps plan order per kind
     return StudyPlan(tuple(ordered), tuple(runs), tuple(quality_runs),
                      {cell: tuple(u.key for u in units_) for cell, units_ in samples.items()}, stops)

@@ -226,6 +226,10 @@ def _units_index(plan: StudyPlan, cache: Path, run_dir: Path) -> pd.DataFrame:
                for key in keys]
     places += [(run.fold, run.keep, run.condition.label, run.classifier, run.seed, run.key)
                for run in plan.classifier_runs]
+    # The study's one domain feature network serves every quality cell: listed at each, so fold and keep stay numbers.
+    features = {unit.key for unit in plan.of_kind("features")}
+    places += list(dict.fromkeys((run.fold, run.keep, "domain features", "", "", key) for run in plan.quality_runs
+                                 for key in plan.unit(run.key).depends_on if key in features))
     places += [(run.fold, run.keep, run.generator, "", "", run.key) for run in plan.quality_runs]
     rows = []
     for fold, keep, name, classifier, seed, key in places:

@@ -156,20 +156,46 @@ class StudyClassifierSpec(StrictModel):
     weights: Path | None = Field(None, description="local ImageNet weights file for pretrained=imagenet")
 
 
+QUALITY_FEATURES = ("domain", "classifier", "random_cnn", "inception")
+
+
 class QualitySpec(StrictModel):
+    """Image-quality and memorization metrics of every synthetic set, and the feature space of SIFID/FID/KID."""
+
     enabled: bool = Field(True, description="compute image-quality and memorization metrics per generator")
-    features: Literal["classifier", "random_cnn", "inception"] = Field(
-        "classifier",
-        description="feature space for SIFID/FID/KID: the fold's real-only classifier (domain features, works "
-        "offline, changes per fold), a fixed seeded random CNN (the same space everywhere, but it does not "
-        "penalise noise: see metrics/quality/random_features.py), or ImageNet Inception-v3 (as the papers; "
-        "torchvision download or inception_weights)",
+    features: Literal["domain", "classifier", "random_cnn", "inception"] = Field(
+        "domain",
+        description="feature space for SIFID/FID/KID. domain: ONE small_cnn trained once per study (the `features` "
+        "unit) to tell the study's classes apart on ALL real images of its manifest, seed fixed, early stopping on "
+        "held-out patients; it only defines the space in which synthetic images are compared to real ones (no "
+        "classifier of the study is trained, initialised or selected with it), so seeing every patient leaks "
+        "nothing into the classification results, and every fold's and generator's rows share one space (its "
+        "checkpoint's sha1 is in every quality row). classifier: each fold's own real-only classifier (domain "
+        "features too, but a different space per fold, so numbers of two folds or runs are not comparable). "
+        "random_cnn: a fixed seeded random CNN (the same space everywhere, but it does not penalise noise: see "
+        "metrics/quality/random_features.py). inception: ImageNet Inception-v3 (as the papers; torchvision "
+        "download or inception_weights)",
     )
+    domain_preset: str = Field(
+        "cpu", description="features=domain: the classifier training preset of the domain network (smoke, cpu, "
+        "paper or a YAML file; its image_size, epochs, patience, stop_fraction and seed), fixed apart from the "
+        "study's classifiers so changing those does not move the feature space")
+    domain_overrides: dict[str, Any] = Field({}, description="features=domain: training config fields overriding "
+                                             "domain_preset (e.g. image_size: 128)")
     preset: str = Field("cpu", description="settings preset of the quality metrics (presets/quality.yaml)")
     reader: bool = Field(True, description="run the automatic reader: a CNN telling each generator's samples from "
                          "real images of patients it never saw (the validation fold's and unused training patients)")
     inception_weights: Path | None = Field(None, description="local Inception-v3 weights for features=inception")
     threshold: float = Field(0.95, gt=0, le=1, description="similarity above which a sample counts as a near-copy")
+
+    @model_validator(mode="after")
+    def _domain_settings_need_domain(self) -> QualitySpec:
+        # Against the default, not the fields set: a run's spec.yaml lists every field and must load again.
+        default = type(self).model_fields["domain_preset"].default
+        if self.features != "domain" and (self.domain_preset != default or self.domain_overrides):
+            raise ValueError(f"domain_preset / domain_overrides configure the features=domain network; with "
+                             f"features={self.features} they would have no effect: remove them or set features: domain")
+        return self
 
 
 class StudySpec(StrictModel):

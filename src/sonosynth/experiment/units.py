@@ -76,12 +76,25 @@ def regime_unit(regime: str, model: str, config: BaseModel, train: Manifest, val
                pretrained=pretrained, weights=weights, device=device, progress=progress, model_options=model_options)
 
 
+def features_unit(config: BaseModel, real: Manifest, device: str, progress: bool, folder: Path) -> None:
+    """The study's domain feature network (`quality.features: domain`) on all its real images, into `folder/model.pt`."""
+    from sonosynth.classify.domain import train_domain_network
+
+    train_domain_network(real, folder, config, device=device, progress=progress)
+
+
+# How each network-backed feature space is named in quality.csv's `features` column (before its checkpoint).
+CHECKPOINT_FEATURES = {"classifier": "classifier", "domain": "domain network"}
+
+
 def quality_unit(synthetic: tuple[Path, ...], run_folder: Path, real: Manifest, quality: QualitySpec,
                  classifier_dir: Path | None, device: str, held_out: Manifest | None, folder: Path) -> None:
     """Image-quality, memorization and automatic-reader metrics of one synthetic set.
 
     `real` is the fold's training side; the reader's real images are `held_out` (the validation fold)
-    plus the training patients no synthetic image came from.
+    plus the training patients no synthetic image came from. `classifier_dir` is the upstream unit whose
+    `model.pt` is the feature network: the study's `features` unit (domain) or the fold's real-only
+    classifier (classifier); None for random_cnn and inception.
     """
     from sonosynth.classify.features import feature_extractor
     from sonosynth.device import resolve_device
@@ -89,11 +102,12 @@ def quality_unit(synthetic: tuple[Path, ...], run_folder: Path, real: Manifest, 
     from sonosynth.metrics.quality.evaluate import evaluate_quality
 
     device = resolve_device(device)
-    if quality.features == "classifier":
-        checkpoint = classifier_dir / "model.pt"
+    if quality.features in CHECKPOINT_FEATURES:
+        checkpoint = classifier_dir / outputs.CLASSIFY_MODEL
         extractor = feature_extractor(f"classifier:{checkpoint}", device=device)
         # Named relative to this unit's folder, so two copies of a run write the same quality.csv.
         extractor.description = extractor.description.replace(str(checkpoint), os.path.relpath(checkpoint, folder))
+        extractor.description = extractor.description.replace("classifier", CHECKPOINT_FEATURES[quality.features], 1)
     else:
         extractor = feature_extractor(quality.features, inception_weights=quality.inception_weights, device=device)
     reader_real = concat([real, held_out], real.root) if held_out is not None else real

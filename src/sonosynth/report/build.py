@@ -391,6 +391,12 @@ def _quality_sections(quality: pd.DataFrame, flags: pd.DataFrame, spec: StudySpe
     features = ", ".join(sorted(set(names)))
     explanation = (f"{ssim_note(spec)} SIFID, FID and KID are in the feature space of {features or 'n/a'}; the copy "
                    f"rate is the share of samples whose nearest real training image has NCC > {threshold:g}.")
+    if spec.quality.features == "domain":
+        hashes = sorted(set(quality.get("features_sha1", pd.Series(dtype=str)).dropna().astype(str)))
+        explanation += (" The domain network is one small_cnn trained once on every real image of the study to tell "
+                        "its classes apart (early stopping on held-out patients), so every fold and generator is "
+                        f"measured in the same space (sha1 {', '.join(hashes) or 'n/a'}); no classifier of the study "
+                        "is trained or chosen with it, so it leaks nothing into the classification results.")
     if "reader_auc" in quality and quality["reader_auc"].notna().any():
         explanation += (" The reader AUC is the automatic reader's (a CNN trained to tell the samples from real "
                         "images of patients the generator never saw; 0.5 = indistinguishable), 'fakes detected' its "

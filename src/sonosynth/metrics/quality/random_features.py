@@ -5,22 +5,24 @@ as before) gives numbers that cannot be compared across folds, runs or studies. 
 
 - ImageNet Inception-v3 (the papers' choice) needs weights this machine cannot download, and its
   features know natural photographs, not speckle. It stays available (`features: inception`).
-- A network trained once per study on the real images would know ultrasound, but its numbers still
-  differ between studies (and data sets), and it costs a training unit per study.
+- A network trained once per study on the real images knows ultrasound, but its numbers still
+  differ between studies (and data sets), and it costs a training unit per study (now the default,
+  `features: domain`).
 - A random-weight CNN, fixed by a seed, is the same function on every machine, fold, run and study,
   needs no download and no training, and is identified by the hash of its weights (recorded in every
   quality row). SIFID is a statistic of local patch (texture) features, and random shallow filter
   banks are known to capture texture statistics well (Ustyuzhaninov et al. 2017, "What does it take
   to generate natural textures?"); Naeem et al. 2020 ("Reliable fidelity and diversity metrics for
   generative models", section 5) show random-initialised embeddings rank generators sensibly where
-  ImageNet features do not apply. That was the one chosen here (`features: random_cnn`).
+  ImageNet features do not apply. It is offered here (`features: random_cnn`).
 
 Measured limit, why it is NOT the study default: on POCUS pneumonia (benchmarks/realism.py --quick)
 pure-noise samples of an untrained FewDDM scored SIFID 1.6 and 8 dark SinGAN blobs 4.5: a random
 filter bank sees speckle-like noise as tissue, and SIFID's Fréchet distance then mostly measures
-mean brightness. The studies keep the fold's classifier (`features: classifier`) until a feature
-network trained once per study on real images replaces both; the automatic reader (`reader.py`),
-which is trained per generator and class, caught that noise (AUC 1.0) and is the realism measure.
+mean brightness. The studies' default is therefore the feature network trained once per study on
+all its real images (`features: domain`, `sonosynth.classify.domain`): one space for every fold and
+generator of a study, that knows ultrasound (numbers of two studies still differ); the automatic
+reader (`reader.py`), trained per generator and class, caught that noise (AUC 1.0) and is the realism measure.
 
 Network: `stages` conv 3x3 (stride 1) + ReLU + 2x2 average-pool stages, weights drawn once from
 N(0, 2 / fan_in) (He init, which keeps activations at a constant scale through ReLUs) with
