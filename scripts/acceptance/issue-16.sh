@@ -35,7 +35,7 @@ for patient in range(12):
 print(f"wrote {root}: {len(lines) - 1} images of 12 patients, {len(planes)} planes")
 PY
 
-for spec in fetal-paper lung-paper; do
+for spec in ${SPECS:-fetal-paper lung-paper}; do
   data=$W/fetal-db
   [ "$spec" = lung-paper ] && data=$POCUS
   echo

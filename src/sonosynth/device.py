@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from typing import Literal
 
 import torch
@@ -44,6 +46,15 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+@functools.cache
+def _warn_emulated_bf16() -> None:
+    if not cpu_supports_bf16():
+        logging.getLogger(__name__).warning(
+            "precision bf16 on a CPU without native bf16 (no AMX or AVX512-BF16): bf16 is emulated here and "
+            "runs many times slower than fp32. "
+            "Use precision: auto (fp32 on this CPU) or fp32.")
+
+
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
     """The autocast context for a precision; fp32 is a no-op so the math stays exactly the baseline."""
     if precision == "fp32":
@@ -54,6 +65,8 @@ def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractC
                              "entering autocast).")
     if device.type == "cpu" and precision == "fp16":
         raise SonosynthError("fp16 autocast is for GPUs; on the CPU use bf16 or fp32.")
+    if device.type == "cpu" and precision == "bf16":
+        _warn_emulated_bf16()
     return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 

@@ -14,8 +14,8 @@ generator's fit, its sampling) runs alone in a fresh process, and its peak is th
 resident memory (VmHWM, reset when the part starts): what a worker running that unit needs, the
 Python/torch start-up included (the row's notes give that baseline). Measured inside one long-lived
 process instead, memory freed by an earlier part is reused by the next and its peak reads low.
-On the CPU a part is also held to a memory cap (RLIMIT_DATA, half the memory available when the
-probe starts, unless given): an allocation beyond it fails, and the probe halves the batch and
+On the CPU a part is also held to a memory cap (RLIMIT_DATA, CPU_MEMORY_SHARE of the memory available
+when the probe starts, unless given): an allocation beyond it fails, and the probe halves the batch and
 retries, down to 1, so a GPU-scale config cannot swap this machine to a standstill; the row says
 which batch fitted. A CPU probe also starts at batch CPU_PROBE_BATCH at most (time scaled to the
 config's batch, memory that of the probed batch), so a GPU config is probed in minutes.
@@ -51,6 +51,9 @@ PROBE_SAMPLE_STEPS = 1
 # On a CPU a GPU-scale batch takes minutes per step; the probe starts at this batch and scales its time
 # to the config's batch (CPU time grows about linearly with the batch; memory is the capped batch's).
 CPU_PROBE_BATCH = 8
+# Share of the memory available at the start that a CPU probe part may take: each part is alone in its
+# own process, so most of the machine is safe to use, with headroom for the system and the parent.
+CPU_MEMORY_SHARE = 0.75
 
 
 @dataclass
@@ -549,7 +552,7 @@ def probe_study(dry: DryRun, device: str = "auto", memory_limit_mb: int | None =
     cap = None
     if torch_device.type == "cpu":
         available = available_bytes()
-        cap = memory_limit_mb * 2**20 if memory_limit_mb else (available // 2 if available else None)
+        cap = memory_limit_mb * 2**20 if memory_limit_mb else (int(available * CPU_MEMORY_SHARE) if available else None)
     rows: list[ProbeRow] = []
     with tempfile.TemporaryDirectory(prefix="sonosynth-probe-") as scratch:
         seen = set()

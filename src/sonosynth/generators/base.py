@@ -277,6 +277,18 @@ def start_fit(kind: str, kinds: Iterable[str], training: Manifest, out: str | os
     return FitStart(config, record, record.budget, images)
 
 
+def _release_probe_memory() -> None:
+    """Free the probe's networks and optimizer before the real fit builds its own: they sit in reference
+    cycles (modules, optimizer, EMA), so without a collection both copies would be held at once."""
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def fit_budget(config: GeneratorConfig, probe: Callable[[GeneratorConfig], float] | None) -> BudgetRecord:
     """Probe the step rate and fit the preset's schedule to the budget (budget.py has the rule)."""
     from sonosynth.generators.budget import fit_schedule
@@ -287,6 +299,7 @@ def fit_budget(config: GeneratorConfig, probe: Callable[[GeneratorConfig], float
     assert seconds is not None
     preset = config.training_schedule()
     rate = probe(config)
+    _release_probe_memory()
     fitted = fit_schedule(seconds, rate, preset)
     log.info("budget %s: %.3g steps/s measured, %d steps (preset %d)", config.budget, rate, fitted.steps, preset.steps)
     return BudgetRecord(budget=str(config.budget), seconds=seconds, steps_per_second=rate, preset=preset,
