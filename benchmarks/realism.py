@@ -44,6 +44,7 @@ QUICK_OVERRIDES = {
     "sinddm": {"train_steps": 40, "lr_milestones": [30], "ema_start": 20, "checkpoint_every": 20},
 }
 GRID_SAMPLES = 16
+GUIDED = "guided"
 
 log = logging.getLogger("realism")
 
@@ -56,9 +57,21 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=None,
                         help="training images of per-image generators (default: the config's max_models, else 2)")
     parser.add_argument("--fold-images", type=int, default=6, help="training images of a per-fold generator")
-    parser.add_argument("--generators", nargs="*", default=None, help="only these generator names of the config")
-    parser.add_argument("--quick", action="store_true", help="1/30 of the training, 8 samples, one image")
+    parser.add_argument("--generators", nargs="*", default=None,
+                        help="only these: generator names of the config and/or 'guided' (default: all of them)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1/30 of the training, 8 samples, one image; guided: 40 steps, DDIM-10, 16 samples")
     parser.add_argument("--device", default="cpu")
+    guided = parser.add_argument_group("guided diffusion (generator name 'guided')")
+    guided.add_argument("--guided-preset", default="cpu", help="preset of sonosynth/presets/guided.yaml or a YAML path")
+    guided.add_argument("--guided-budget", default=None, help="train for this wall time (e.g. 20m) instead of steps")
+    guided.add_argument("--guided-set", nargs="*", default=None, metavar="KEY=VALUE",
+                        help="config overrides, dotted keys (precision=bf16 channels_last=true sample.sampler=dpm++ "
+                             "sample.steps=20)")
+    guided.add_argument("--guided-samples", type=int, default=None, help="samples per class (default 100; quick 16)")
+    guided.add_argument("--arm", default="baseline", help="label of this run's rows in realism-guided.csv")
+    guided.add_argument("--train-fraction", type=float, default=0.65, help="share of each class's patients trained on")
+    guided.add_argument("--split-seed", type=int, default=0, help="seed of the patient split")
     return parser.parse_args()
 
 
@@ -131,6 +144,19 @@ def _grid(path: Path, name: str, training, synthetic, store) -> None:
     image_grid(rows, tile=128).save(path)
 
 
+def _guided(args: argparse.Namespace, out: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from realism_guided import run_guided
+
+    table = run_guided(args, out)
+    columns = ["arm", "label", "train_steps", "samples", "held_out_frames", "reader_auc", "reader_auc_lo",
+               "reader_auc_hi", "reader_fake_detection", "fid", "kid", "energy_samples", "energy_real",
+               "ba_synthetic", "ba_real", "cas", "fit_s", "sample_s"]
+    print(f"\nguided diffusion on POCUS, all classes ({'quick' if args.quick else 'full'}; domain features "
+          f"{table['domain_sha1'].iloc[0]}; appended to {out / 'realism-guided.csv'})")
+    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _arguments()
@@ -149,6 +175,11 @@ def main() -> None:
 
     spec = load_spec(args.config)
     generators = [g for g in spec.generators if args.generators is None or g.name in args.generators]
+    run_guided = args.generators is None or GUIDED in args.generators
+    if run_guided:
+        _guided(args, out)
+    if not generators and run_guided:
+        return
     if not generators or spec.data.pocus is None:
         raise SystemExit(f"{args.config}: no POCUS data section or no generator named {args.generators}.")
     manifest = _real_data(args.data, out, spec.data.pocus.options)
