@@ -1,4 +1,4 @@
-"""Realism of each generator at the presets a study config uses, on fixed real POCUS images.
+"""Realism of each generator at the presets a study config uses, and of the guided generator, on real POCUS images.
 
 For every generator of the study config (default `configs/lung-cpu.yaml`: SinGAN, SinDDM, FewDDM at
 the settings that study trains them with), on the same real images:
@@ -14,11 +14,40 @@ the settings that study trains them with), on the same real images:
 - wall time of fitting and sampling, and one grid PNG per generator and class (training images on
   the first row, samples below), written to `--out`.
 
+The class-conditional guided diffusion generator (name `guided`; `--guided-preset`, default `cpu`) is
+benchmarked on all three classes at once, because it is one model conditioned on the class:
+
+- data: every POCUS frame of covid, pneumonia and healthy at the preset's image size (64 px), one
+  frame per second of each clip; split by PATIENT, per class a seeded `--train-fraction` (0.65) of the
+  patients is the training side the generator fits, the rest the held-out side it never sees;
+- per class: the automatic reader (the one `evaluate_quality` uses) of the class's samples against
+  the held-out patients' frames of that class, grouped by patient (ROC AUC, cluster-bootstrap CI,
+  fake-detection rate); FID and KID in the domain feature space (ONE `small_cnn` trained with
+  `train_domain_network` on every real frame, cached in `--out`, its sha1 in every row), so arms of
+  different runs compare; the neighbour-difference energy of samples and of the held-out real frames
+  (issue #15's defect signature: 104 for samples against 8.1 for real),
+
+      E = ( mean |x[i, j+1] - x[i, j]| + mean |x[i+1, j] - x[i, j]| ) / 2   on the 0..255 scale;
+
+- per arm (repeated on each class row): CAS = BA(small_cnn trained on the synthetic images only) /
+  BA(the same small_cnn, same classifier preset, trained on the real training side), BA = balanced
+  accuracy on the held-out real patients (`sonosynth.metrics.quality.synthetic_utility`);
+- train and sample wall time, the trained step count, and a grid PNG per class (`grid-guided-ARM-CLASS.png`:
+  real held-out frames on the first row, 16 samples below).
+
+Levers are compared as arms: each invocation appends its rows, labelled `--arm NAME`, to
+`--out/realism-guided.csv`, so a "before" and an "after" run give two row groups of one table:
+
+    python benchmarks/realism.py --out /tmp/r --generators guided --guided-budget 20m --arm fp32-ddim50
+    python benchmarks/realism.py --out /tmp/r --generators guided --guided-budget 20m --arm bf16-dpm20 \
+        --guided-set precision=bf16 channels_last=true sample.sampler=dpm++ sample.steps=20
+
 The data and everything derived from it stay in `--out`, which must be outside the repository.
 When the POCUS folder is absent the benchmark says so and exits (status 0): nothing to measure.
 
-Run (under the team's CPU lock; `--quick` trains 1/30 of the steps on one image, about 2 minutes):
-    flock /tmp/sonosynth-cpu.lock python benchmarks/realism.py --out /tmp/realism [--quick]
+Run (under the team's CPU lock; `--quick` trains 1/30 of the steps on one image, about 2 minutes, and
+the guided generator for 40 steps on 3 frames per clip, a few minutes; `--generators` picks a subset):
+    flock /tmp/sonosynth-cpu.lock python benchmarks/realism.py --out /tmp/realism [--quick] [--generators guided]
 """
 
 from __future__ import annotations

@@ -75,7 +75,12 @@ def classifier_balanced_accuracy(train, test, classes: list[str], quick: bool, d
     """small_cnn (classifier preset smoke/cpu, 64 px, no early stopping: every epoch, the last kept) on `train`."""
     from sonosynth.classify import create_classifier
     from sonosynth.classify.data import ManifestDataset
-    from sonosynth.classify.training import load_train_config, predict_probabilities, seed_everything, train_classifier
+    from sonosynth.classify.training import (
+        load_train_config,
+        predict_probabilities,
+        seed_everything,
+        train_classifier,
+    )
     from sonosynth.device import resolve_device
     from sonosynth.metrics.quality.synthetic_utility import balanced_accuracy
 
