@@ -1,4 +1,4 @@
-"""Realism of each generator at the presets a study config uses, on fixed real POCUS images.
+"""Realism of each generator at the presets a study config uses, and of the guided generator, on real POCUS images.
 
 For every generator of the study config (default `configs/lung-cpu.yaml`: SinGAN, SinDDM, FewDDM at
 the settings that study trains them with), on the same real images:
@@ -14,11 +14,40 @@ the settings that study trains them with), on the same real images:
 - wall time of fitting and sampling, and one grid PNG per generator and class (training images on
   the first row, samples below), written to `--out`.
 
+The class-conditional guided diffusion generator (name `guided`; `--guided-preset`, default `cpu`) is
+benchmarked on all three classes at once, because it is one model conditioned on the class:
+
+- data: every POCUS frame of covid, pneumonia and healthy at the preset's image size (64 px), one
+  frame per second of each clip; split by PATIENT, per class a seeded `--train-fraction` (0.65) of the
+  patients is the training side the generator fits, the rest the held-out side it never sees;
+- per class: the automatic reader (the one `evaluate_quality` uses) of the class's samples against
+  the held-out patients' frames of that class, grouped by patient (ROC AUC, cluster-bootstrap CI,
+  fake-detection rate); FID and KID in the domain feature space (ONE `small_cnn` trained with
+  `train_domain_network` on every real frame, cached in `--out`, its sha1 in every row), so arms of
+  different runs compare; the neighbour-difference energy of samples and of the held-out real frames
+  (issue #15's defect signature: 104 for samples against 8.1 for real),
+
+      E = ( mean |x[i, j+1] - x[i, j]| + mean |x[i+1, j] - x[i, j]| ) / 2   on the 0..255 scale;
+
+- per arm (repeated on each class row): CAS = BA(small_cnn trained on the synthetic images only) /
+  BA(the same small_cnn, same classifier preset, trained on the real training side), BA = balanced
+  accuracy on the held-out real patients (`sonosynth.metrics.quality.synthetic_utility`);
+- train and sample wall time, the trained step count, and a grid PNG per class (`grid-guided-ARM-CLASS.png`:
+  real held-out frames on the first row, 16 samples below).
+
+Levers are compared as arms: each invocation appends its rows, labelled `--arm NAME`, to
+`--out/realism-guided.csv`, so a "before" and an "after" run give two row groups of one table:
+
+    python benchmarks/realism.py --out /tmp/r --generators guided --guided-budget 20m --arm fp32-ddim50
+    python benchmarks/realism.py --out /tmp/r --generators guided --guided-budget 20m --arm bf16-dpm20 \
+        --guided-set precision=bf16 channels_last=true sample.sampler=dpm++ sample.steps=20
+
 The data and everything derived from it stay in `--out`, which must be outside the repository.
 When the POCUS folder is absent the benchmark says so and exits (status 0): nothing to measure.
 
-Run (under the team's CPU lock; `--quick` trains 1/30 of the steps on one image, about 2 minutes):
-    flock /tmp/sonosynth-cpu.lock python benchmarks/realism.py --out /tmp/realism [--quick]
+Run (under the team's CPU lock; `--quick` trains 1/30 of the steps on one image, about 2 minutes, and
+the guided generator for 40 steps on 3 frames per clip, a few minutes; `--generators` picks a subset):
+    flock /tmp/sonosynth-cpu.lock python benchmarks/realism.py --out /tmp/realism [--quick] [--generators guided]
 """
 
 from __future__ import annotations
@@ -44,6 +73,7 @@ QUICK_OVERRIDES = {
     "sinddm": {"train_steps": 40, "lr_milestones": [30], "ema_start": 20, "checkpoint_every": 20},
 }
 GRID_SAMPLES = 16
+GUIDED = "guided"
 
 log = logging.getLogger("realism")
 
@@ -56,9 +86,21 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=None,
                         help="training images of per-image generators (default: the config's max_models, else 2)")
     parser.add_argument("--fold-images", type=int, default=6, help="training images of a per-fold generator")
-    parser.add_argument("--generators", nargs="*", default=None, help="only these generator names of the config")
-    parser.add_argument("--quick", action="store_true", help="1/30 of the training, 8 samples, one image")
+    parser.add_argument("--generators", nargs="*", default=None,
+                        help="only these: generator names of the config and/or 'guided' (default: all of them)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1/30 of the training, 8 samples, one image; guided: 40 steps, DDIM-10, 16 samples")
     parser.add_argument("--device", default="cpu")
+    guided = parser.add_argument_group("guided diffusion (generator name 'guided')")
+    guided.add_argument("--guided-preset", default="cpu", help="preset of sonosynth/presets/guided.yaml or a YAML path")
+    guided.add_argument("--guided-budget", default=None, help="train for this wall time (e.g. 20m) instead of steps")
+    guided.add_argument("--guided-set", nargs="*", default=None, metavar="KEY=VALUE",
+                        help="config overrides, dotted keys (precision=bf16 channels_last=true sample.sampler=dpm++ "
+                             "sample.steps=20)")
+    guided.add_argument("--guided-samples", type=int, default=None, help="samples per class (default 100; quick 16)")
+    guided.add_argument("--arm", default="baseline", help="label of this run's rows in realism-guided.csv")
+    guided.add_argument("--train-fraction", type=float, default=0.65, help="share of each class's patients trained on")
+    guided.add_argument("--split-seed", type=int, default=0, help="seed of the patient split")
     return parser.parse_args()
 
 
@@ -131,6 +173,19 @@ def _grid(path: Path, name: str, training, synthetic, store) -> None:
     image_grid(rows, tile=128).save(path)
 
 
+def _guided(args: argparse.Namespace, out: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from realism_guided import run_guided
+
+    table = run_guided(args, out)
+    columns = ["arm", "label", "train_steps", "samples", "held_out_frames", "reader_auc", "reader_auc_lo",
+               "reader_auc_hi", "reader_fake_detection", "fid", "kid", "energy_samples", "energy_real",
+               "ba_synthetic", "ba_real", "cas", "fit_s", "sample_s"]
+    print(f"\nguided diffusion on POCUS, all classes ({'quick' if args.quick else 'full'}; domain features "
+          f"{table['domain_sha1'].iloc[0]}; appended to {out / 'realism-guided.csv'})")
+    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _arguments()
@@ -149,6 +204,11 @@ def main() -> None:
 
     spec = load_spec(args.config)
     generators = [g for g in spec.generators if args.generators is None or g.name in args.generators]
+    run_guided = args.generators is None or GUIDED in args.generators
+    if run_guided:
+        _guided(args, out)
+    if not generators and run_guided:
+        return
     if not generators or spec.data.pocus is None:
         raise SystemExit(f"{args.config}: no POCUS data section or no generator named {args.generators}.")
     manifest = _real_data(args.data, out, spec.data.pocus.options)

@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def neighbour_difference(images: np.ndarray) -> float:
-    """Mean absolute difference between horizontally and vertically neighbouring pixels, in 0..255 units.
-
-    `images` is uint8 or float in 0..255, shaped (N, H, W) or (N, H, W, C). Independent uniform noise
-    scores 255 / 3 = 85; a smooth image scores a few units.
-    """
-    array = np.asarray(images, dtype=np.float64)
-    across = np.abs(np.diff(array, axis=2)).mean()
-    down = np.abs(np.diff(array, axis=1)).mean()
-    return float((across + down) / 2)
+from sonosynth.metrics.quality.synthetic_utility import neighbour_difference  # noqa: F401 (re-exported)
 
 
 def saturated_share(images: np.ndarray) -> float:
