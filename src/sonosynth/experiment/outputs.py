@@ -69,12 +69,18 @@ def read_csv(path: Path, columns: tuple[str, ...] = (), **options) -> pd.DataFra
     return table
 
 
-def read_metrics(folder: Path) -> dict:
-    path = folder / CLASSIFY_METRICS
-    metrics = read_json(path)
-    missing = [k for k in METRIC_KEYS if k not in metrics]
+def read_json_with_keys(path: Path, keys) -> dict:
+    """A unit's JSON record, refused as damaged when one of `keys` is missing."""
+    values = read_json(path)
+    missing = [k for k in keys if k not in values]
     if missing:
         raise DamagedOutput(path, f"missing key(s) {missing}")
+    return values
+
+
+def read_metrics(folder: Path) -> dict:
+    path = folder / CLASSIFY_METRICS
+    metrics = read_json_with_keys(path, METRIC_KEYS)
     if not isinstance(metrics["per_class"], dict) or not metrics["per_class"]:
         raise DamagedOutput(path, "per_class holds no classes")
     for label, values in metrics["per_class"].items():
@@ -136,10 +142,7 @@ def _check_features(folder: Path) -> None:
     from sonosynth.hashing import file_sha1
 
     record_path = folder / FEATURES_RECORD
-    record = read_json(record_path)
-    missing = [k for k in FEATURES_RECORD_KEYS if k not in record]
-    if missing:
-        raise DamagedOutput(record_path, f"missing key(s) {missing}")
+    record = read_json_with_keys(record_path, FEATURES_RECORD_KEYS)
     model = folder / FEATURES_MODEL
     if not model.is_file():
         raise DamagedOutput(model, "missing")
