@@ -104,10 +104,12 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _real_data(data: Path, out: Path, options: dict):
+def _real_data(data: Path, out: Path, options):
+    """The pneumonia frames and stills, ingested with the study's own options (a PocusIngestOptions or a dict)."""
     from sonosynth.data.pocus import PocusIngestOptions, ingest_pocus
 
-    manifest, _ = ingest_pocus(data, out / "data", PocusIngestOptions(**{**options, "classes": [LABEL]}),
+    values = options.model_dump() if hasattr(options, "model_dump") else dict(options or {})
+    manifest, _ = ingest_pocus(data, out / "data", PocusIngestOptions(**{**values, "classes": [LABEL]}),
                                progress=False)
     return manifest
 

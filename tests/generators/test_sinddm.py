@@ -253,6 +253,46 @@ def test_fewddm_draws_every_image_and_brings_them_to_one_size(tmp_path):
     assert len(samples.parent_paths()[0]) == 3
 
 
+def test_image_embedding_starts_as_the_official_network_and_conditions_only_the_coarsest_scale():
+    torch.manual_seed(0)
+    official, embedded = SinDDMDenoiser(1, 16), SinDDMDenoiser(1, 16, images=3)
+    embedded.load_state_dict({**official.state_dict(), "image_embed.weight": embedded.image_embed.weight})
+    x, t = torch.randn(3, 1, 24, 24), torch.tensor([5, 5, 5])
+    images = torch.tensor([0, 1, 2])
+    torch.testing.assert_close(embedded(x, t, 0, images), official(x, t, 0))  # zero vectors: the official net
+    with torch.no_grad():
+        embedded.image_embed.weight.normal_()
+    same = x[:1].expand(3, -1, -1, -1)
+    coarsest, finer = embedded(same, t, 0, images), embedded(same, t, 1, images)
+    assert (coarsest[0] - coarsest[1]).abs().max() > 1e-3
+    torch.testing.assert_close(finer[0], finer[1])
+    with pytest.raises(ValueError, match="image index"):
+        embedded(x, t, 0)
+
+
+def test_fewddm_with_image_embedding_gives_each_sample_one_parent_and_its_embedding(tmp_path):
+    """Seed s draws with image s mod k's embedding, and that image is its only parent. Whether the
+    embedding makes samples follow one layout is a learning question, measured in benchmarks/realism.py."""
+    paths = []
+    for i, image in enumerate([stripes(), stripes().T.copy(), np.full((48, 48), 128, np.uint8)]):
+        save_png(tmp_path / f"img{i}.png", image)
+        paths.append(tmp_path / f"img{i}.png")
+    config = smoke_config(train_steps=20, image_embedding=True)
+    generator = create_generator("fewddm")
+    folder = generator.fit(manifest_from_images(paths, label="pneumonia"), tmp_path / "few", config, progress=False)
+    embedding = load_weights(folder / "model.safetensors")[0]["image_embed.weight"]
+    assert embedding.shape == (3, 32) and embedding.abs().sum() > 0  # trained away from its zero start
+    samples = generator.sample(folder, 7, tmp_path / "samples", progress=False)
+    parents = {int(seed): [p.name for p in ps] for seed, ps in zip(samples.table["seed"], samples.parent_paths(),
+                                                                    strict=True)}
+    assert parents == {seed: [f"img{seed % 3}.png"] for seed in range(7)}
+    model = SinDDMModel.from_pretrained(folder, "cpu")
+    with torch.no_grad():
+        model.denoiser.image_embed.weight[1] += 5.0  # only seeds 1 and 4 use image 1
+    changed = generate(model, [0, 1, 2, 4]) - generate(SinDDMModel.from_pretrained(folder, "cpu"), [0, 1, 2, 4])
+    assert [bool(c.abs().max() > 1e-3) for c in changed] == [False, True, False, True]
+
+
 def test_equal_time_scale_sampling_weights_scales_by_inverse_pixels():
     data = prepare_training_data([stripes(50, 50)], smoke_config())
     pixels = torch.tensor([float(h * w) for h, w in data.plan.sizes])

@@ -36,6 +36,12 @@ class SinDDMConfig(GeneratorConfig):
     timesteps: int = Field(100, ge=2, description="T, diffusion steps per scale")
     dim: int = Field(160, ge=2, description="widest channel count; blocks are dim/2, dim, dim, dim/2")
 
+    image_embedding: bool = Field(
+        False, description="FewDDM (several training images): a learned vector per training image conditions "
+        "the coarsest scale, and each sample follows one image's layout (sample seed s uses image s mod k); "
+        "off, the official network, whose coarsest scale blends the k layouts. Not in the study or the "
+        "official code; see network.py")
+
     # ---------------------------------------------------------------- optimisation (official values)
     train_steps: int = Field(120_000, ge=1, description="optimizer steps (may be raised on resume)")
     batch_size: int = Field(32, ge=1, description="noisy copies of the drawn scale/image per step")

@@ -9,6 +9,13 @@ GELU, 3x3 conv, plus a residual (1x1 conv when the width changes). Widths are di
 Receptive field: 4 blocks x (4 + 2 + 2) + 1 = 33 px (the paper says 35).
 
 The network predicts the noise epsilon (the paper's text says x_0; the code it ran predicts epsilon).
+
+Optional, not in the official code (SinDDMConfig.image_embedding, for FewDDM): with `images` = k > 0 a
+learned 32-d vector per training image, e_k, is added to the condition vector at the coarsest scale
+only (scale index 0): condition = MLP([emb(t), emb(s)]) + [s = 0] e_k. The coarsest scale alone sets a
+sample's layout and starts from pure noise, so without it a network trained on k different layouts
+draws a blend of them; the finer scales refine an upsampled sample and stay shared by all images.
+The vectors start at zero, so an untrained embedding is the official network.
 """
 
 from __future__ import annotations
@@ -50,22 +57,39 @@ class ConditionedBlock(nn.Module):
 class SinDDMDenoiser(nn.Module):
     """epsilon_theta(x_t, t, s) for images of any size (fully convolutional)."""
 
-    def __init__(self, channels: int = 1, dim: int = 160) -> None:
+    def __init__(self, channels: int = 1, dim: int = 160, images: int = 0) -> None:
         super().__init__()
         if dim < 2 or dim % 2:
             raise ValueError(f"dim must be an even number >= 2, got {dim}")
         half = dim // 2
         self.channels = channels
+        self.image_embed: nn.Embedding | None = None
+        if images > 0:
+            self.image_embed = nn.Embedding(images, EMBEDDING_DIM)
+            nn.init.zeros_(self.image_embed.weight)
         self.embed = nn.Sequential(nn.Linear(2 * EMBEDDING_DIM, 4 * EMBEDDING_DIM), nn.GELU(),
                                    nn.Linear(4 * EMBEDDING_DIM, EMBEDDING_DIM))
         self.blocks = nn.ModuleList([ConditionedBlock(channels, half), ConditionedBlock(half, dim),
                                      ConditionedBlock(dim, dim), ConditionedBlock(dim, half)])
         self.output = nn.Conv2d(half, channels, 1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, scale: torch.Tensor | int) -> torch.Tensor:
+    @property
+    def images(self) -> int:
+        """Training images with their own coarsest-scale embedding (0: none, the official network)."""
+        return 0 if self.image_embed is None else self.image_embed.num_embeddings
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, scale: torch.Tensor | int,
+                image: torch.Tensor | int | None = None) -> torch.Tensor:
+        """`image`: the training image index per batch element (networks built with `images` > 0 only)."""
         scale = torch.as_tensor(scale, device=x.device).expand(t.shape)
         embedding = torch.cat((sinusoidal_embedding(t), sinusoidal_embedding(scale)), dim=1)
         condition = self.embed(embedding.to(self.output.weight.dtype))
+        if self.image_embed is not None:
+            if image is None:
+                raise ValueError("this denoiser has per-image embeddings: pass the training image index")
+            index = torch.as_tensor(image, device=x.device).expand(t.shape)
+            coarsest = (scale == 0).to(condition.dtype)[:, None]
+            condition = condition + coarsest * self.image_embed(index).to(condition.dtype)
         for block in self.blocks:
             x = block(x, condition)
         return self.output(x)

@@ -61,7 +61,8 @@ class SinDDMModel(PretrainedGenerator):
     @classmethod
     def _from_weights(cls, folder: Path, record: CheckpointRecord, config: SinDDMConfig,
                       tensors: dict[str, torch.Tensor], device: torch.device) -> SinDDMModel:
-        denoiser = SinDDMDenoiser(config.channels, config.dim)
+        embedded = tensors["image_embed.weight"].shape[0] if "image_embed.weight" in tensors else 0
+        denoiser = SinDDMDenoiser(config.channels, config.dim, embedded)
         denoiser.load_state_dict(tensors)
         fmt = torch.channels_last if config.channels_last else torch.contiguous_format
         denoiser = denoiser.to(device=device, memory_format=fmt).eval().requires_grad_(False)
@@ -81,7 +82,16 @@ class SinDDMModel(PretrainedGenerator):
         return self.denoiser.state_dict()
 
     def sample_groups(self, n: int, label: str | None, seed: int) -> list[SampleGroup]:
-        return [SampleGroup(self.folder.name, label or self.label, self.training_images, list(range(seed, seed + n)))]
+        """One group; with per-image embeddings one group per training image, whose only parent is that image
+        (seed s follows image s mod k)."""
+        seeds = list(range(seed, seed + n))
+        images = self.denoiser.images
+        if images == 0:
+            return [SampleGroup(self.folder.name, label or self.label, self.training_images, seeds)]
+        parents = self.training_images
+        groups = [SampleGroup(self.folder.name, label or self.label, [parents[k]], [s for s in seeds if s % images == k])
+                  for k in range(images)]
+        return [group for group in groups if group.seeds]
 
     def draw(self, group: SampleGroup, seeds: list[int], size: tuple[int, int] | None,
              settings: SinDDMSampleSettings) -> np.ndarray:
@@ -129,7 +139,9 @@ def generate(model: SinDDMModel, seeds: list[int], *, size: tuple[int, int] | No
              scale_mul: tuple[float, float] | None = None, stride: int | None = None,
              gamma_max: float | None = None, precision: str | None = None,
              on_call: Callable[[], None] | None = None) -> torch.Tensor:
-    """Samples for `seeds` as a (n, C, H, W) float tensor in [-1, 1]; `on_call` runs after each network call."""
+    """Samples for `seeds` as a (n, C, H, W) float tensor in [-1, 1]; `on_call` runs after each network call.
+
+    A denoiser with per-image embeddings (k images) draws seed s from image s mod k's coarsest layout."""
     config = model.config
     device = next(model.denoiser.parameters()).device
     stride = stride or config.sample_stride
@@ -140,10 +152,12 @@ def generate(model: SinDDMModel, seeds: list[int], *, size: tuple[int, int] | No
     noise = _NoiseSource(seeds, device)
     tables, schedule = model.tables, model.tables.schedule
     n, channels = len(seeds), config.channels
+    images = model.denoiser.images
+    image = torch.tensor([s % images for s in seeds], device=device) if images else None
 
     def predict(x: torch.Tensor, t: int, scale: int) -> torch.Tensor:
         with autocast(device, precision):
-            eps = model.denoiser(x.contiguous(memory_format=fmt), torch.full((n,), t, device=device), scale)
+            eps = model.denoiser(x.contiguous(memory_format=fmt), torch.full((n,), t, device=device), scale, image)
         if on_call is not None:
             on_call()
         return eps.float()

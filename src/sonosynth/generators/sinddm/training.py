@@ -56,8 +56,11 @@ class TrainingState:
     step: int = 0
 
 
-def new_state(config: SinDDMConfig, device: torch.device) -> TrainingState:
-    model = SinDDMDenoiser(config.channels, config.dim).to(device=device, memory_format=memory_format(config))
+def new_state(config: SinDDMConfig, device: torch.device, images: int = 1) -> TrainingState:
+    """A fresh model, EMA and optimizer; `images` sizes the per-image embedding when the config asks for one."""
+    embedded = images if config.image_embedding else 0
+    model = SinDDMDenoiser(config.channels, config.dim, embedded).to(device=device,
+                                                                      memory_format=memory_format(config))
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.lr_milestones, gamma=config.lr_decay)
@@ -155,7 +158,7 @@ def training_loss(model: SinDDMDenoiser, tables: DiffusionTables, batch: Batch, 
     noise = torch.randn(sharp.shape, device=sharp.device)
     noisy = forward_process(sharp, batch.blurry, t, batch.scale, tables, noise).contiguous(memory_format=fmt)
     with autocast(sharp.device, precision):
-        predicted = model(noisy, t, batch.scale)
+        predicted = model(noisy, t, batch.scale, batch.image)
     if batch.mask is None:
         return F.l1_loss(predicted.float(), noise)
     errors = (predicted.float() - noise).abs() * batch.mask
@@ -234,7 +237,7 @@ def train(data: TrainingData, start: FitStart, out: Path, device: torch.device, 
     torch.manual_seed(config.seed)
     data = data.to(device)
     tables = DiffusionTables.build(config.timesteps, data.blur_levels, device)
-    state = new_state(config, device)
+    state = new_state(config, device, data.n_images)
     details = checkpoint_details(data, tables, label)
     rows: list[dict[str, Any]] = []
     if start.record is not None:
