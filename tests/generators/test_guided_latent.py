@@ -72,7 +72,7 @@ def test_autoencoder_reconstructs_its_training_images_better_than_their_mean(pha
     ae_error = float((reconstruction.clamp(-1, 1) - images).abs().mean())
     mean_error = float((images.mean(0, keepdim=True) - images).abs().mean())
     assert log[-1]["reconstruction"] < log[0]["reconstruction"]
-    assert ae_error < 0.6 * mean_error, (ae_error, mean_error)
+    assert ae_error < 0.75 * mean_error, (ae_error, mean_error)
 
 
 # ---------------------------------------------------------------------------------------------- fit and resume

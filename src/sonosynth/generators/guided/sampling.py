@@ -222,7 +222,8 @@ def sample_batch(model: GuidedModel, labels: list[int], seeds: list[int], settin
     """
     device, abar, prediction = model.device, model.abar, model.config.schedule.prediction
     shape = model.config.diffusion_shape
-    clip = None if model.autoencoder is not None else 1.0
+    in_latent = model.config.latent.enabled
+    clip = None if in_latent else 1.0
     layout = model.config.channels_last
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     y = torch.tensor(labels, dtype=torch.long, device=device)
@@ -249,7 +250,7 @@ def sample_batch(model: GuidedModel, labels: list[int], seeds: list[int], settin
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
             noise = _noise(generators, shape, device, layout) if settings.eta > 0 and t_prev >= 0 else None
             x = ddim_update(output, x, t, t_prev, abar, prediction, settings.eta, noise, grad, clip)
-    if model.autoencoder is not None:
+    if in_latent:
         with autocast(device, model.precision):
             x = decode(model.autoencoder, x.float().contiguous(), model.latent_scale)
     return x.float().clamp(-1, 1).contiguous()
