@@ -100,8 +100,8 @@ def test_latent_fit_checkpoints_the_autoencoder_and_its_scale(latent_run):
     out, first = latent_run
     record = read_record(out)
     assert record.step == 4 and record.complete
-    scale = record.details["latent_scale"]
-    assert np.isfinite(scale) and scale > 0
+    scale, clip = record.details["latent_scale"], record.details["latent_clip"]
+    assert np.isfinite(scale) and scale > 0 and clip > 1
     tensors, _ = load_weights(out / "model.safetensors")
     prefixes = {k.split(".")[0] for k in tensors}
     assert prefixes == {"ema", "denoiser", "classifier", "autoencoder"}
@@ -128,13 +128,14 @@ def test_hflip_draws_the_latents_of_flipped_images(latent_run, phantom_manifest)
     model = load_model(out)
     config = model.config
     pixels = load_training_tensors(phantom_manifest, model.classes, config.image_size, config.in_channels)
-    stage = latent.LatentStage(model.autoencoder, model.latent_scale)
+    stage = latent.LatentStage(model.autoencoder, model.latent_scale, model.latent_clip)
     data = latent.latent_tensors(stage, pixels, config, torch.device("cpu"))
     index = torch.arange(3)
     expected = latent.encode_mean(model.autoencoder, pixels.images[:3].flip(-1), torch.device("cpu")) * stage.scale
     torch.testing.assert_close(data.mirrored(index), expected)
     assert not torch.allclose(data.mirrored(index), data.images[:3].flip(-1), atol=1e-3)
     assert float(data.images.std()) == pytest.approx(1.0, rel=1e-3)  # the scale factor makes unit variance
+    assert model.latent_clip == pytest.approx(float(data.images.abs().max()), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -159,14 +160,16 @@ def test_classify_images_encodes_them_first(latent_run, phantom_manifest):
     assert len(predicted) == len(phantom_manifest) and set(predicted) <= set(model.classes)
 
 
-def test_latent_x0_is_not_clipped_but_pixel_x0_is():
+def test_x0_is_clipped_to_the_given_bound():
     abar = alphas_cumprod(tiny_latent().schedule)
     x_t = torch.full((1, 4, 2, 2), 3.0)
     output = torch.zeros_like(x_t)  # epsilon 0: x0 = x_t / sqrt(abar) > 3
     t = 10
     pixel = ddim_update(output, x_t, t, -1, abar, "epsilon")
+    latent_bound = ddim_update(output, x_t, t, -1, abar, "epsilon", clip=2.5)
     free = ddim_update(output, x_t, t, -1, abar, "epsilon", clip=None)
     assert float(pixel.max()) == pytest.approx(1.0)
+    assert float(latent_bound.max()) == pytest.approx(2.5)
     torch.testing.assert_close(free, x_t / abar[t].sqrt().float())
 
 

@@ -8,8 +8,9 @@ network's v is converted to eps and x0 first). Classifier-free guidance mixes th
 "no label" outputs: out_u + w * (out_c - out_u).
 
 Latent diffusion (config.latent): the loop runs on scaled latents z, with the classifier's gradient
-taken in latent space (it was trained on noisy latents), x0 not clipped (latents are unbounded), and
-the result decoded once at the end, D(z / scale) clamped to [-1, 1].
+taken in latent space (it was trained on noisy latents), x0 clipped to the training latents' range
+[-clip, clip] instead of [-1, 1] (latent.py says why), and the result decoded once at the end,
+D(z / scale) clamped to [-1, 1].
 """
 
 from __future__ import annotations
@@ -83,11 +84,13 @@ class GuidedModel(PretrainedGenerator):
             self.classifier = to_layout(classifier.to(device).eval(), config)
         self.autoencoder: nn.Module | None = None
         self.latent_scale: float | None = None
+        self.latent_clip: float | None = None
         if config.latent.enabled:
             autoencoder = build_autoencoder(config)
             autoencoder.load_state_dict(_prefixed(tensors, WEIGHT_PREFIX))
             self.autoencoder = autoencoder.to(device).eval()
             self.latent_scale = float(record.details["latent_scale"])
+            self.latent_clip = float(record.details["latent_clip"])
         self.use_ema: bool | None = None
         self.denoiser: nn.Module
         self.select(use_ema)
@@ -223,7 +226,7 @@ def sample_batch(model: GuidedModel, labels: list[int], seeds: list[int], settin
     device, abar, prediction = model.device, model.abar, model.config.schedule.prediction
     shape = model.config.diffusion_shape
     in_latent = model.config.latent.enabled
-    clip = None if in_latent else 1.0
+    clip = model.latent_clip if in_latent else 1.0
     layout = model.config.channels_last
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     y = torch.tensor(labels, dtype=torch.long, device=device)

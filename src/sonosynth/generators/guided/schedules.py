@@ -167,8 +167,7 @@ def guided_x0(output: torch.Tensor, x_t: torch.Tensor, t: int, abar: torch.Tenso
     """(eps, x0) of one step with classifier guidance on the score (grad: scale * grad log p(y | x_t), or
     None), x0 clipped to [-clip, clip] and eps recomputed from the clipped x0 (as ADM does).
 
-    clip=None leaves x0 as predicted: latents are not bounded like pixels (latent diffusion, as in
-    Rombach et al., does not clip them; the decoded image is clamped instead)."""
+    clip=None leaves x0 as predicted; latent diffusion clips to the training latents' range (latent.py)."""
     eps, x0 = split_output(output, x_t, t, abar, prediction)
     if grad is not None:
         eps, x0 = guide_by_score(eps, x0, grad, t, abar)

@@ -247,10 +247,12 @@ def _write_outputs(out: Path, models: Models, start: FitStart, classes: list[str
 
 
 def record_details(models: Models, classes: list[str]) -> dict:
-    """generator.json's details: the classes and, for latent diffusion, the latents' scale factor."""
+    """generator.json's details: the classes and, for latent diffusion, the latents' scale factor and the
+    sampler's bound on x0 (latent.py)."""
     details: dict = {"classes": classes}
     if models.latent is not None:
         details["latent_scale"] = models.latent.scale
+        details["latent_clip"] = models.latent.clip
     return details
 
 
