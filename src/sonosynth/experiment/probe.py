@@ -300,7 +300,8 @@ def _step_batch(values: dict[str, Any]) -> int | None:
 
 
 def _checkpoint_parameters(folder: Path) -> int:
-    """Numbers in the checkpoint's tensors, its EMA copy (`ema.*`, the same network averaged) not counted."""
+    """Numbers in the checkpoint's tensors, its EMA copy (`ema.*`, the same network averaged) not counted;
+    a latent guided model's `autoencoder.*` is counted (the fit trains it, in its first stage)."""
     from safetensors import safe_open
 
     total = 0

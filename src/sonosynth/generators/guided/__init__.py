@@ -1,6 +1,7 @@
 """Class-conditional diffusion with classifier guidance (the fetal-planes study's generator), plus
-classifier-free guidance, DDIM and DPM-Solver++. Networks and schedules come from MONAI, DPM-Solver++
-from diffusers; the loops are ours."""
+classifier-free guidance, DDIM and DPM-Solver++; optionally in the latent space of a MONAI
+AutoencoderKL trained first (`latent`, preset cpu-latent; latent.py). Networks and schedules come from
+MONAI, DPM-Solver++ from diffusers; the loops are ours."""
 
 from __future__ import annotations
 

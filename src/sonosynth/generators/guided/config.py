@@ -87,6 +87,46 @@ class SampleConfig(StrictModel):
     use_ema: bool = True
 
 
+class LatentConfig(StrictModel):
+    """Latent diffusion (Rombach et al. 2022): a MONAI AutoencoderKL trained first on the training images;
+    the denoiser and the noisy classifier then work on its scaled latents, and samples are decoded.
+
+    The autoencoder minimises  rec(x, D(z)) + kl_weight * KL,  z = mu + sigma * e  (e ~ N(0, I)),
+    rec the mean L1 or MSE per pixel and  KL = 0.5 * sum(mu^2 + sigma^2 - log(sigma^2) - 1) / batch
+    (summed over latent elements, averaged over images, as MONAI's tutorials do). Deliberately simpler
+    than the paper's first stage: no perceptual (LPIPS) and no patch-adversarial loss, so the decoder is
+    blurrier but trains in minutes on a CPU. Its steps are its own: a wall-time `budget` sizes only the
+    diffusion stage (the autoencoder trains first, for `steps`, before the budget probe).
+    """
+
+    enabled: bool = False
+    # One entry per level; the encoder halves the side between levels, so the latent side is
+    # image_size / 2**(len(channels) - 1) (MONAI's AutoencoderKL: no downsampling after the last level).
+    channels: list[int] = Field(default_factory=lambda: [32, 64, 64])
+    latent_channels: int = Field(4, ge=1)
+    num_res_blocks: int = Field(1, ge=1)
+    norm_num_groups: int = 16
+    steps: int = Field(1500, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    kl_weight: float = Field(1e-6, ge=0)
+    loss: Literal["l1", "mse"] = "l1"
+    log_every: int = Field(100, ge=1)
+
+    @property
+    def factor(self) -> int:
+        """How many image pixels one latent element spans along each side."""
+        return 2 ** (len(self.channels) - 1)
+
+    @model_validator(mode="after")
+    def _groups_divide(self) -> LatentConfig:
+        if not self.channels:
+            raise ValueError("latent.channels needs at least one level")
+        if any(c % self.norm_num_groups for c in self.channels):
+            raise ValueError(f"every latent.channels entry must be a multiple of norm_num_groups={self.norm_num_groups}")
+        return self
+
+
 class GuidedSampleSettings(SampleSettings):
     """Per-call overrides of the checkpoint's `sample` defaults (None: the checkpoint's value)."""
 
@@ -122,6 +162,7 @@ class GuidedConfig(GeneratorConfig):
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
+    latent: LatentConfig = LatentConfig()  # off: pixel-space diffusion (the study's)
 
     resumable_fields: ClassVar[frozenset[str]] = GeneratorConfig.resumable_fields | {
         "train.steps", "train.checkpoint_every", "train.log_every", "sample", "channels_last"}
@@ -136,10 +177,25 @@ class GuidedConfig(GeneratorConfig):
                  "warmup_steps": schedule.lr_milestones[0] if schedule.lr_milestones else 0}
         return self.model_validate({**self.model_dump(), "train": train})
 
+    @property
+    def diffusion_shape(self) -> tuple[int, int, int]:
+        """(C, S, S) of the tensors the denoiser and the classifier see: the image, or its latent."""
+        if self.latent.enabled:
+            side = self.image_size // self.latent.factor
+            return self.latent.latent_channels, side, side
+        return self.in_channels, self.image_size, self.image_size
+
     @model_validator(mode="after")
     def _size_divides(self) -> GuidedConfig:
+        side, what = self.image_size, f"image_size {self.image_size}"
+        if self.latent.enabled:
+            if self.image_size % self.latent.factor:
+                raise ValueError(f"image_size {self.image_size} must be divisible by {self.latent.factor} "
+                                 f"(the autoencoder's {len(self.latent.channels)} latent.channels levels)")
+            side = self.image_size // self.latent.factor
+            what = f"the latent side {side} (image_size / {self.latent.factor})"
         for name, net in (("unet", self.unet), ("classifier.network", self.classifier.network)):
             levels = len(net.channels)
-            if self.image_size % (2 ** levels):
-                raise ValueError(f"image_size {self.image_size} must be divisible by 2**{levels} ({name} levels)")
+            if side % (2 ** levels):
+                raise ValueError(f"{what} must be divisible by 2**{levels} ({name} levels)")
         return self

@@ -15,10 +15,17 @@ from sonosynth.generators.base import load_training_image
 
 @dataclass(frozen=True)
 class TrainingTensors:
-    images: torch.Tensor  # (N, C, S, S) float32 in [-1, 1]
+    """What the diffusion stage trains on: the images, or (latent diffusion, latent.py) their scaled latents."""
+
+    images: torch.Tensor  # (N, C, S, S) float32: pixels in [-1, 1], or scaled latents
     labels: torch.Tensor  # (N,) int64 class indices into `classes`
     classes: list[str]
     patients: list[str]
+    flipped: torch.Tensor | None = None  # what hflip draws instead of images.flip(-1) (the latents of flipped images)
+
+    def mirrored(self, index: torch.Tensor) -> torch.Tensor:
+        """The horizontally flipped training tensors at `index`."""
+        return self.flipped[index] if self.flipped is not None else self.images[index].flip(-1)
 
 
 def resolve_classes(manifest: Manifest, wanted: list[str] | None) -> list[str]:

@@ -25,15 +25,18 @@ def null_label(num_classes: int) -> int:
 
 
 def build_denoiser(config: GuidedConfig, num_classes: int) -> nn.Module:
-    """Class-conditional epsilon-prediction U-Net; embedding `num_classes` is the unconditional token."""
-    return DiffusionModelUNet(spatial_dims=2, in_channels=config.in_channels, out_channels=config.in_channels,
+    """Class-conditional U-Net on images or latents (config.diffusion_shape); embedding `num_classes` is the
+    unconditional token."""
+    channels = config.diffusion_shape[0]
+    return DiffusionModelUNet(spatial_dims=2, in_channels=channels, out_channels=channels,
                               num_class_embeds=num_classes + 1, **_common(config.unet))
 
 
 def build_classifier(config: GuidedConfig, num_classes: int) -> nn.Module:
     """The U-Net's encoder half with a classification head, conditioned on t (Dhariwal & Nichol's noisy classifier)."""
-    return DiffusionModelEncoder(spatial_dims=2, in_channels=config.in_channels, out_channels=num_classes,
-                                 input_shape=(config.image_size, config.image_size),
+    channels, side, _ = config.diffusion_shape
+    return DiffusionModelEncoder(spatial_dims=2, in_channels=channels, out_channels=num_classes,
+                                 input_shape=(side, side),
                                  **_common(config.classifier.network))
 
 

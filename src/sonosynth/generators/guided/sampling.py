@@ -6,6 +6,11 @@ scale * variance * grad_x log p(y | x_t, t); with DDIM and DPM-Solver++ the pred
 -sqrt(1 - abar_t) * scale * grad_x log p(y | x_t, t) (guidance on the score; with v-prediction the
 network's v is converted to eps and x0 first). Classifier-free guidance mixes the conditional and
 "no label" outputs: out_u + w * (out_c - out_u).
+
+Latent diffusion (config.latent): the loop runs on scaled latents z, with the classifier's gradient
+taken in latent space (it was trained on noisy latents), x0 clipped to the training latents' range
+[-clip, clip] instead of [-1, 1] (latent.py says why), and the result decoded once at the end,
+D(z / scale) clamped to [-1, 1].
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from sonosynth.generators.base import (
     write_synthetic_set,
 )
 from sonosynth.generators.guided.config import GuidedConfig, GuidedSampleSettings, SampleConfig
+from sonosynth.generators.guided.latent import WEIGHT_PREFIX, build_autoencoder, decode, encode_mean
 from sonosynth.generators.guided.networks import build_classifier, build_denoiser, null_label
 from sonosynth.generators.guided.schedules import (
     alphas_cumprod,
@@ -76,6 +82,15 @@ class GuidedModel(PretrainedGenerator):
             classifier = build_classifier(config, len(self.classes))
             classifier.load_state_dict(_prefixed(tensors, "classifier."))
             self.classifier = to_layout(classifier.to(device).eval(), config)
+        self.autoencoder: nn.Module | None = None
+        self.latent_scale: float | None = None
+        self.latent_clip: float | None = None
+        if config.latent.enabled:
+            autoencoder = build_autoencoder(config)
+            autoencoder.load_state_dict(_prefixed(tensors, WEIGHT_PREFIX))
+            self.autoencoder = autoencoder.to(device).eval()
+            self.latent_scale = float(record.details["latent_scale"])
+            self.latent_clip = float(record.details["latent_clip"])
         self.use_ema: bool | None = None
         self.denoiser: nn.Module
         self.select(use_ema)
@@ -209,7 +224,9 @@ def sample_batch(model: GuidedModel, labels: list[int], seeds: list[int], settin
     each sampler returns its x0, with no noise added.
     """
     device, abar, prediction = model.device, model.abar, model.config.schedule.prediction
-    shape = (model.config.in_channels, model.config.image_size, model.config.image_size)
+    shape = model.config.diffusion_shape
+    in_latent = model.config.latent.enabled
+    clip = model.latent_clip if in_latent else 1.0
     layout = model.config.channels_last
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     y = torch.tensor(labels, dtype=torch.long, device=device)
@@ -228,14 +245,17 @@ def sample_batch(model: GuidedModel, labels: list[int], seeds: list[int], settin
                 if guided else None)
         if settings.sampler == "ddpm":
             noise = _noise(generators, shape, device, layout) if t > 0 else None
-            x = ddpm_update(output, x, t, abar, prediction, noise, grad)
+            x = ddpm_update(output, x, t, abar, prediction, noise, grad, clip)
         elif solver is not None:
-            _, x0 = guided_x0(output, x, t, abar, prediction, grad)
+            _, x0 = guided_x0(output, x, t, abar, prediction, grad, clip)
             x = solver.step(x0, t, x).prev_sample
         else:
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
             noise = _noise(generators, shape, device, layout) if settings.eta > 0 and t_prev >= 0 else None
-            x = ddim_update(output, x, t, t_prev, abar, prediction, settings.eta, noise, grad)
+            x = ddim_update(output, x, t, t_prev, abar, prediction, settings.eta, noise, grad, clip)
+    if in_latent:
+        with autocast(device, model.precision):
+            x = decode(model.autoencoder, x.float().contiguous(), model.latent_scale)
     return x.float().clamp(-1, 1).contiguous()
 
 
@@ -277,7 +297,8 @@ def generate_rounds(checkpoint: str | Path, out: str | Path, per_class: int, rou
 
 @torch.no_grad()
 def classify_images(model: GuidedModel, manifest: Manifest, t: int = 0, batch_size: int = 64) -> np.ndarray:
-    """The noisy classifier's predicted class names for a manifest's images, read at timestep t (0: clean)."""
+    """The noisy classifier's predicted class names for a manifest's images, read at timestep t (0: clean);
+    latent diffusion: of their scaled latents, scale * mu(x), which is what that classifier was trained on."""
     from sonosynth.generators.guided.data import load_image
 
     if model.classifier is None:
@@ -288,6 +309,8 @@ def classify_images(model: GuidedModel, manifest: Manifest, t: int = 0, batch_si
     for start in range(0, len(paths), batch_size):
         chunk = np.stack([load_image(p, size, channels) for p in paths[start:start + batch_size]])
         x = torch.from_numpy(chunk / 127.5 - 1.0).float().to(model.device)
+        if model.autoencoder is not None:
+            x = encode_mean(model.autoencoder, x, model.device).to(model.device) * model.latent_scale
         logits = model.classifier(x, torch.full((len(x),), t, dtype=torch.long, device=model.device))
         predicted.extend(logits.argmax(1).cpu().tolist())
     return np.asarray([model.classes[i] for i in predicted])

@@ -158,30 +158,40 @@ def ddim_step(x0: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, abar: to
     return x_prev
 
 
+def _clip(x0: torch.Tensor, clip: float | None) -> torch.Tensor:
+    return x0 if clip is None else x0.clamp(-clip, clip)
+
+
 def guided_x0(output: torch.Tensor, x_t: torch.Tensor, t: int, abar: torch.Tensor, prediction: str,
-              grad: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+              grad: torch.Tensor | None, clip: float | None = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(eps, x0) of one step with classifier guidance on the score (grad: scale * grad log p(y | x_t), or
-    None), x0 clipped to [-1, 1] and eps recomputed from the clipped x0 (as ADM does)."""
+    None), x0 clipped to [-clip, clip] and eps recomputed from the clipped x0 (as ADM does).
+
+    clip=None leaves x0 as predicted; latent diffusion clips to the training latents' range (latent.py)."""
     eps, x0 = split_output(output, x_t, t, abar, prediction)
     if grad is not None:
         eps, x0 = guide_by_score(eps, x0, grad, t, abar)
-    x0 = x0.clamp(-1, 1)
+    if clip is None:
+        return eps, x0
+    x0 = _clip(x0, clip)
     return predict_eps(x_t, x0, t, abar), x0
 
 
 def ddim_update(output: torch.Tensor, x_t: torch.Tensor, t: int, t_prev: int, abar: torch.Tensor, prediction: str,
                 eta: float = 0.0, noise: torch.Tensor | None = None,
-                grad: torch.Tensor | None = None) -> torch.Tensor:
+                grad: torch.Tensor | None = None, clip: float | None = 1.0) -> torch.Tensor:
     """One DDIM step of the sampling loop: the network's output at x_t -> x_{t_prev} (t_prev = -1: x0)."""
-    eps, x0 = guided_x0(output, x_t, t, abar, prediction, grad)
+    eps, x0 = guided_x0(output, x_t, t, abar, prediction, grad, clip)
     return ddim_step(x0, eps, t, t_prev, abar, eta, noise)
 
 
 def ddpm_update(output: torch.Tensor, x_t: torch.Tensor, t: int, abar: torch.Tensor, prediction: str,
-                noise: torch.Tensor | None, grad: torch.Tensor | None = None) -> torch.Tensor:
-    """One ancestral DDPM step: clipped x0, the posterior mean moved by variance * grad, plus noise (t > 0)."""
+                noise: torch.Tensor | None, grad: torch.Tensor | None = None,
+                clip: float | None = 1.0) -> torch.Tensor:
+    """One ancestral DDPM step: x0 clipped to [-clip, clip] (None: not clipped), the posterior mean moved by
+    variance * grad, plus noise (t > 0)."""
     _, x0 = split_output(output, x_t, t, abar, prediction)
-    mean, variance = posterior(x0.clamp(-1, 1), x_t, t, abar)
+    mean, variance = posterior(_clip(x0, clip), x_t, t, abar)
     if grad is not None:
         mean = mean + variance * grad
     return mean + variance**0.5 * noise if t > 0 and noise is not None else mean

@@ -3,6 +3,11 @@
 Every random draw of a step (batch, timesteps, noise, label dropout, dropout layers) comes from
 generators seeded by (seed, step, rank), so a resumed run repeats exactly what an uninterrupted one
 would have done; the global RNG state is still checkpointed for anything outside that.
+
+With `latent.enabled` (latent diffusion), latent.py first trains the autoencoder (its own
+`latent.steps`, before and outside a wall-time budget: the budget probe times diffusion steps only)
+and the loop below trains on the scaled latents instead of the pixels; the frozen autoencoder is
+saved with the networks (`autoencoder.*` in model.safetensors, its scale in generator.json's details).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from sonosynth.generators.guided.data import (
     resolve_classes,
 )
 from sonosynth.generators.guided.distributed import ProcessGroup, join_process_group
+from sonosynth.generators.guided.latent import LatentStage, latent_tensors, prepare_stage
 from sonosynth.generators.guided.networks import build_classifier, build_denoiser, null_label
 from sonosynth.generators.guided.schedules import (
     alphas_cumprod,
@@ -72,6 +78,7 @@ class Models:
     scaler: torch.amp.GradScaler
     step: int = 0
     log: list[dict] = field(default_factory=list)
+    latent: LatentStage | None = None  # latent diffusion: the frozen autoencoder (saved, never optimized here)
 
 
 def _warmup(warmup_steps: int):
@@ -105,12 +112,15 @@ def _training_state(models: Models, held_out: np.ndarray) -> dict:
 
 
 def sampling_weights(models: Models) -> dict[str, torch.Tensor]:
-    """model.safetensors: the EMA denoiser (sampling's default), the raw denoiser and the noisy classifier."""
+    """model.safetensors: the EMA denoiser (sampling's default), the raw denoiser, the noisy classifier and
+    (latent diffusion) the autoencoder."""
     weights = {f"ema.{k.removeprefix('module.')}": v for k, v in models.ema.state_dict().items()
                if k.startswith("module.")}
     weights.update({f"denoiser.{k}": v for k, v in models.denoiser.state_dict().items()})
     if models.classifier is not None:
         weights.update({f"classifier.{k}": v for k, v in models.classifier.state_dict().items()})
+    if models.latent is not None:
+        weights.update(models.latent.weights())
     return weights
 
 
@@ -142,7 +152,7 @@ def denoiser_loss(denoiser: nn.Module, data: TrainingTensors, config: GuidedConf
     x0 = data.images[index]
     if config.train.hflip:
         flip = torch.rand(batch, generator=gen) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        x0 = torch.where(flip[:, None, None, None], data.mirrored(index), x0)
     labels = data.labels[index]
     drop = torch.rand(batch, generator=gen) < config.train.label_dropout
     labels = torch.where(drop, torch.full_like(labels, null_label(len(data.classes))), labels)
@@ -169,7 +179,7 @@ def classifier_loss(classifier: nn.Module, data: TrainingTensors, train_index: t
     x0, labels = data.images[index], data.labels[index]
     if config.train.hflip:
         flip = torch.rand(batch, generator=gen) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        x0 = torch.where(flip[:, None, None, None], data.mirrored(index), x0)
     t = torch.randint(0, config.schedule.num_train_timesteps, (batch,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     x_t = _layout(scheduler.add_noise(x0.to(device), noise.to(device), t.to(device)), config)
@@ -225,7 +235,7 @@ def _write_outputs(out: Path, models: Models, start: FitStart, classes: list[str
     config: GuidedConfig = start.config
     record = CheckpointRecord(kind="guided", config=config.model_dump(mode="json"), budget=start.budget,
                               training_images=start.images, step=models.step,
-                              complete=models.step >= config.train.steps, details={"classes": classes})
+                              complete=models.step >= config.train.steps, details=record_details(models, classes))
     try:
         write_text_atomic(out / LOG_NAME, pd.DataFrame(models.log).to_csv(index=False))
         if accuracy is not None:
@@ -234,6 +244,34 @@ def _write_outputs(out: Path, models: Models, start: FitStart, classes: list[str
     except OSError as exc:
         raise SonosynthError(f"{out}: could not write the checkpoint ({exc}); the previous checkpoint is intact. "
                              "Free disk space and re-run the same command to resume.") from exc
+
+
+def record_details(models: Models, classes: list[str]) -> dict:
+    """generator.json's details: the classes and, for latent diffusion, the latents' scale factor and the
+    sampler's bound on x0 (latent.py)."""
+    details: dict = {"classes": classes}
+    if models.latent is not None:
+        details["latent_scale"] = models.latent.scale
+        details["latent_clip"] = models.latent.clip
+    return details
+
+
+@dataclass
+class _Prepared:
+    """The diffusion stage's training tensors (pixels or scaled latents), built once per fit."""
+
+    data: TrainingTensors
+    latent: LatentStage | None
+
+
+def _prepare_data(training: Manifest, out: Path, config: GuidedConfig, classes: list[str], group: ProcessGroup,
+                  resuming: bool, progress: bool) -> _Prepared:
+    pixels = load_training_tensors(training, classes, config.image_size, config.in_channels)
+    if not config.latent.enabled:
+        return _Prepared(pixels, None)
+    stage = prepare_stage(out, pixels.images, config, group.device, resuming=resuming, is_main=group.is_main,
+                          barrier=group.barrier, progress=progress and group.is_main)
+    return _Prepared(latent_tensors(stage, pixels, config, group.device), stage)
 
 
 def _prepare_out(out: Path, training: Manifest, classes: list[str]) -> None:
@@ -250,6 +288,14 @@ def fit(training: Manifest, out: str | Path, config: GuidedConfig, *, device: st
         classes = resolve_classes(training, config.classes)
         if group.distributed and config.budget is not None:
             raise SonosynthError("a training budget is measured on one process; under torchrun give train.steps.")
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        prepared: list[_Prepared] = []  # built on first use: by the budget probe, or by the fit itself
+
+        def data_for(data_config: GuidedConfig, resuming: bool) -> _Prepared:
+            if not prepared:
+                prepared.append(_prepare_data(training, out, data_config, classes, group, resuming, progress))
+            return prepared[0]
 
         def probe(probe_config: GuidedConfig) -> float:
             probe_config = probe_config.model_copy(update={"budget": None, "checkpoint_interval": "1000h"})
@@ -257,25 +303,26 @@ def fit(training: Manifest, out: str | Path, config: GuidedConfig, *, device: st
                 update={"steps": 10**9, "checkpoint_every": 10**9}))
             with tempfile.TemporaryDirectory(prefix="sonosynth-probe-") as scratch:
                 start = FitStart(probe_config, None, None, [])
+                # A latent fit's autoencoder is trained (into `out`) before the probe's clock starts.
+                data = data_for(probe_config, False)
                 return measure_step_rate(lambda tick: _fit(training, Path(scratch), start, classes, group, False,
-                                                           lambda _: tick()))
+                                                           lambda _: tick(), data))
 
         start = start_fit("guided", ("guided",), training, out, config, resume, probe=probe)
         if start.record is not None and start.record.details.get("classes") != classes:
             raise SonosynthError(f"{out}: was trained on classes {start.record.details.get('classes')}, the manifest "
                                  f"now gives {classes}.")
-        return _fit(training, out, start, classes, group, progress, on_step)
+        return _fit(training, out, start, classes, group, progress, on_step,
+                    data_for(start.config, start.record is not None))
     finally:
         group.close()
 
 
 def _fit(training: Manifest, out: Path, start: FitStart, classes: list[str], group: ProcessGroup, progress: bool,
-         on_step: Callable[[int], None] | None) -> Path:
+         on_step: Callable[[int], None] | None, prepared: _Prepared) -> Path:
     config: GuidedConfig = start.config
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
     device = group.device
-    data = load_training_tensors(training, classes, config.image_size, config.in_channels)
+    data = prepared.data
     train_index, held_out = held_out_split(data, config.classifier.held_out_fraction, config.seed)
     train_index_t = torch.as_tensor(train_index)
     payload = load_training_state(out, start.record) if start.record is not None else None
@@ -285,6 +332,7 @@ def _fit(training: Manifest, out: Path, start: FitStart, classes: list[str], gro
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     models = build_models(config, len(classes), device)
+    models.latent = prepared.latent
     if payload is not None:
         _restore(models, payload)
     denoiser, classifier = models.denoiser, models.classifier
