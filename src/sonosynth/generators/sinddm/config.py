@@ -58,35 +58,28 @@ class SinDDMConfig(GeneratorConfig):
         "probability inversely proportional to the scale's pixels per step (after cropping), so every scale "
         "gets the same compute and the coarsest, which alone sets the global layout, gets many more steps. "
         "It changes what a short run learns (not the loss), so it is a model setting, not a speed switch; the "
-        "cpu preset uses it because 1300 uniform steps left the coarsest scale with ~430 steps and samples "
-        "without the source's global structure")
+        "cpu preset uses it because a short uniform run leaves the coarsest scale too few steps to learn the "
+        "source's global structure")
     checkpoint_every: int = Field(1000, ge=1, description="steps between atomic checkpoint writes")
 
     # ---------------------------------------------------------------- speed
     # precision and memory format change only rounding; crops change which pixels a step counts, never a
-    # counted pixel's loss. Numbers: benchmarks/sinddm_speed.py, paper net, 223 px, batch 4, 2-core AMX CPU,
-    # mean over the 5 scales, against plain fp32 full-image training (2.48 s/step) in the same run.
+    # counted pixel's loss. benchmarks/sinddm_speed.py measures each against plain fp32 full-image training.
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="autocast precision; 'auto' = bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else "
-        "fp32. bf16 alone: 2.05x per training step; sampling 26.7 -> 8.9 s per 223 px image")
-    channels_last: bool = Field(True, description="NHWC memory format: fp32 alone 1.23x; bf16 + NHWC 2.27x "
-                                "(bf16 without it was erratic in earlier runs); the layout oneDNN and GPU "
-                                "tensor cores prefer")
+        "fp32 (emulated bf16 is slower than fp32)")
+    channels_last: bool = Field(True, description="NHWC memory format, the layout oneDNN and GPU tensor cores "
+                                "prefer")
     crop_size: int | None = Field(
         96, ge=40, description="train scales larger than this on random crops (one window per batch element, "
         "the same window in sharp and blurry). The loss counts only pixels at least 16 px (the receptive-field "
         "radius) from a window edge that is not an image edge, so each counted pixel's loss equals its "
-        "full-image loss (tested) and the network never sees false borders. fp32 crop 96 alone: 3.70x; the "
-        "default bf16 + NHWC + crop 96: 6.17x per step; after the same 20 min of training (cpu-preset network "
-        "at 223 px, each run's schedule fitted to its steps) 8171 steps against fp32 full-image 2617, with "
-        "better samples: patch SWD 201 vs 397, SSIM to the source 0.46 vs 0.39. None = full images (official)")
+        "full-image loss (tested) and the network never sees false borders. None = full images (official)")
 
     # ---------------------------------------------------------------- sampling
-    sample_stride: int = Field(1, ge=1, description="1 = every timestep (official, 244 network calls at 5 "
-                               "scales); k = about 1/k of the steps per scale, DDIM-like respacing. Measured "
-                               "on a cpu-preset model (16 samples, 128 px): stride 2 is 2.3x faster with patch "
-                               "SWD 71 vs 65 and equal SSIM, stride 4 4.3x faster with SWD 74 and visibly "
-                               "smoother speckle; the default stays official")
+    sample_stride: int = Field(1, ge=1, description="1 = every timestep (official); k = about 1/k of the steps "
+                               "per scale, DDIM-like respacing (faster, smoother speckle as k grows; "
+                               "benchmarks/sinddm_speed.py measures it); the default stays official")
     sample_gamma_max: float = Field(0.55, ge=0, lt=1, description="blend weight clamp during sampling "
                                     "(official 0.55)")
     scale_mul: tuple[float, float] = Field((1.0, 1.0), description="(height, width) multiplier of the output "
