@@ -173,7 +173,7 @@ def guided_x0(output: torch.Tensor, x_t: torch.Tensor, t: int, abar: torch.Tenso
         eps, x0 = guide_by_score(eps, x0, grad, t, abar)
     if clip is None:
         return eps, x0
-    x0 = _clip(x0, clip)
+    x0 = x0.clamp(-clip, clip)
     return predict_eps(x_t, x0, t, abar), x0
 
 
