@@ -181,11 +181,11 @@ def _guided(args: argparse.Namespace, out: Path) -> None:
 
     table = run_guided(args, out)
     columns = ["arm", "label", "train_steps", "samples", "held_out_frames", "reader_auc", "reader_auc_lo",
-               "reader_auc_hi", "reader_fake_detection", "fid", "kid", "energy_samples", "energy_real",
+               "reader_auc_hi", "reader_fake_detection", "fid", "kid", "energy_samples", "energy_real", "energy_reconstruction",
                "ba_synthetic", "ba_real", "cas", "fit_s", "sample_s"]
     print(f"\nguided diffusion on POCUS, all classes ({'quick' if args.quick else 'full'}; domain features "
           f"{table['domain_sha1'].iloc[0]}; appended to {out / 'realism-guided.csv'})")
-    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+    print(table.reindex(columns=columns).to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
 
 
 def main() -> None:

@@ -144,6 +144,7 @@ def run_guided(args, out: Path) -> pd.DataFrame:
                                                 folder / "cas-synthetic")
     cas = cas_ratio(ba_synthetic, ba_real)
 
+    reconstruct = _reconstruction(folder / "checkpoint", config, args.device) if config.latent.enabled else None
     rows = []
     held_labels = held_out.table["label"].astype(str).to_numpy()
     held_paths, held_patients = held_out.absolute_paths(), held_out.table["patient_id"].astype(str).to_numpy()
@@ -172,12 +173,41 @@ def run_guided(args, out: Path) -> pd.DataFrame:
         })
         fakes = list(_uint8(fake_images[:GRID_SAMPLES]))
         grid_rows = [(f"real {label}", list(_uint8(real_images[:GRID_REAL])))]
+        if reconstruct is not None:  # what the decoder can draw at best: the ceiling on latent samples' sharpness
+            recon = _uint8(reconstruct(real_images[:GRID_REAL]))
+            rows[-1]["energy_reconstruction"] = neighbour_difference(_uint8(reconstruct(real_images)))
+            grid_rows.append(("autoencoder D(E(real))", list(recon)))
         grid_rows += [(f"guided {i + 1}-{i + 8}", fakes[i:i + 8]) for i in range(0, len(fakes), 8)]
         save_image(image_grid(grid_rows, tile=128), out / f"grid-guided-{arm}-{label}.png")
     table = pd.DataFrame(rows)
     csv = out / "realism-guided.csv"
     table.to_csv(csv, mode="a", header=not csv.is_file(), index=False)
     return table
+
+
+def _reconstruction(checkpoint: Path, config, device: str):
+    """images in [0, 1] -> D(E(x)) in [0, 1] with the fit's saved autoencoder (posterior mean, no sampling)."""
+    import torch
+
+    from sonosynth.checkpoint import load_weights
+    from sonosynth.device import resolve_device
+    from sonosynth.generators.guided.latent import AUTOENCODER_NAME, build_autoencoder
+
+    torch_device = resolve_device(device)
+    autoencoder = build_autoencoder(config)
+    autoencoder.load_state_dict(load_weights(checkpoint / AUTOENCODER_NAME)[0])
+    autoencoder = autoencoder.to(torch_device).eval()
+
+    @torch.no_grad()
+    def reconstruct(images) -> list[np.ndarray]:
+        out = []
+        for image in images:
+            x = torch.as_tensor(np.asarray(image, dtype=np.float32))[None, None].to(torch_device) * 2 - 1
+            mu = autoencoder.encode(x)[0]
+            out.append(((autoencoder.decode(mu).clamp(-1, 1) + 1) / 2)[0, 0].cpu().numpy())
+        return out
+
+    return reconstruct
 
 
 def _trained_steps(checkpoint: Path) -> int | None:
