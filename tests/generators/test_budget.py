@@ -10,9 +10,9 @@ import pytest
 
 from sonosynth.config import load_config
 from sonosynth.errors import SonosynthError
-from sonosynth.generators import budget
 from sonosynth.generators.base import CheckpointClock, create_generator
 from sonosynth.generators.budget import Schedule, fit_schedule, measure_step_rate, parse_duration
+from sonosynth.generators.sinddm import training as sinddm_training
 from sonosynth.generators.sinddm.config import SinDDMConfig
 
 
@@ -68,6 +68,19 @@ def test_the_probe_stops_by_time_and_needs_some_steps():
         measure_step_rate(lambda tick: tick(), clock=timer.clock)
 
 
+def test_the_probe_ignores_a_one_off_slow_step_but_keeps_steps_of_different_sizes():
+    durations = iter([3.0, 3.0] + [0.1, 0.5] * 3 + [20.0] + [0.1, 0.5] * 20)  # warm-up, two scales, a compile
+    now = [0.0]
+
+    def run(tick):
+        while True:
+            now[0] += next(durations)
+            tick()
+
+    rate = measure_step_rate(run, seconds=1000, max_steps=20, clock=lambda: now[0])
+    assert rate == pytest.approx(1 / 0.3)  # the mean of the two step sizes; the 20 s step is not the rate
+
+
 def test_checkpoints_come_by_steps_and_by_wall_time():
     now = [0.0]
     clock = CheckpointClock(every=100, seconds=60, clock=lambda: now[0])
@@ -94,11 +107,11 @@ def stripes(tmp_path):
 def test_a_budget_fit_records_its_schedule_and_resumes_it_without_probing(stripes, tmp_path, monkeypatch):
     probes = []
 
-    def fake_probe(run, **kwargs):
+    def fake_probe(data, config, device, **kwargs):
         probes.append(1)
-        return 3.0  # steps/s: a 4 s budget fits 12 steps
+        return 1 / 3.0  # seconds per step: a 4 s budget fits 12 steps
 
-    monkeypatch.setattr(budget, "measure_step_rate", fake_probe)
+    monkeypatch.setattr(sinddm_training, "measure_step_seconds", fake_probe)
     generator = create_generator("sinddm")
     config = load_config(SinDDMConfig, "sinddm", "smoke", {"precision": "fp32", "budget": "4s"})
     out = generator.fit(stripes, tmp_path / "run", config, device="cpu", progress=False)
@@ -113,6 +126,26 @@ def test_a_budget_fit_records_its_schedule_and_resumes_it_without_probing(stripe
     with pytest.raises(SonosynthError, match="budget '5s'"):
         generator.fit(stripes, out, config.model_copy(update={"budget": "5s"}), device="cpu", progress=False)
     assert math.isclose(record["budget"]["seconds"], 4.0)
+
+
+def test_the_sinddm_probe_weights_each_scale_by_how_often_training_draws_it(stripes, monkeypatch):
+    from sonosynth.generators.base import load_training_images
+    from sonosynth.generators.sinddm.data import prepare_training_data
+
+    config = load_config(SinDDMConfig, "sinddm", "smoke", {"precision": "fp32", "scale_sampling": "equal_time"})
+    data = prepare_training_data(load_training_images(stripes, 1), config)
+    cost = [0.01 * 4 ** s for s in range(data.n_scales)]  # each finer scale costs 4x the coarser one
+    now = [0.0]
+
+    def fake_step(state, data, tables, config, precision, batch=None):
+        now[0] += cost[batch.scale]
+
+    monkeypatch.setattr(sinddm_training, "train_step", fake_step)
+    monkeypatch.setattr(sinddm_training.time, "perf_counter", lambda: now[0])
+    probabilities = sinddm_training.scale_probabilities(data, config).tolist()
+    expected = sum(p * c for p, c in zip(probabilities, cost, strict=True))
+    assert sinddm_training.measure_step_seconds(data, config, "cpu") == pytest.approx(expected)
+    assert probabilities[0] > probabilities[-1]  # equal time: the cheap coarsest scale is drawn most
 
 
 @pytest.mark.parametrize("kind", ["sinddm", "singan", "guided"])

@@ -14,7 +14,13 @@ from sonosynth.errors import SonosynthError
 from sonosynth.generators.base import create_generator, manifest_from_images
 from sonosynth.generators.sinddm.config import SinDDMConfig
 from sonosynth.generators.sinddm.data import prepare_training_data
-from sonosynth.generators.sinddm.diffusion import DiffusionTables, forward_process
+from sonosynth.generators.sinddm.diffusion import (
+    DiffusionTables,
+    clean_target,
+    eps_from_v,
+    forward_process,
+    velocity,
+)
 from sonosynth.generators.sinddm.network import SinDDMDenoiser, parameter_count
 from sonosynth.generators.sinddm.pyramid import blur_level, build_pyramid, plan_pyramid
 from sonosynth.generators.sinddm.sampling import SinDDMModel, generate, output_sizes
@@ -106,6 +112,37 @@ def test_forward_process_endpoints_and_blur_mixing():
     steps = torch.full((4,), 60, dtype=torch.long)
     clean = forward_process(sharp, blurry, steps, 0, tables, torch.zeros_like(noise)) / tables.alpha_bar[60].sqrt()
     torch.testing.assert_close(clean, sharp, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [0, 1])
+def test_v_prediction_target_recovers_the_noise_and_the_clean_image(scale):
+    torch.manual_seed(0)
+    tables = DiffusionTables.build(100, [0.8])
+    sharp, blurry = torch.rand(3, 1, 16, 16) * 2 - 1, torch.rand(3, 1, 16, 16) * 2 - 1
+    noise = torch.randn(3, 1, 16, 16)
+    for t in (0, 40, 99):
+        steps = torch.full((3,), t, dtype=torch.long)
+        x_t = forward_process(sharp, blurry, steps, scale, tables, noise).double()
+        clean = clean_target(sharp, blurry, steps, scale, tables).double()
+        v = velocity(clean, noise.double(), tables.alpha_bar[steps].double())
+        ab = tables.schedule.alpha_bar_at(t)
+        eps = eps_from_v(x_t, v, ab)
+        torch.testing.assert_close(eps, noise.double(), atol=1e-5, rtol=0)
+        # the sampler's x0 estimate from that eps is the clean image, even at t = T-1 where 1/sqrt(ab) ~ 300
+        x0 = (x_t - (1 - ab) ** 0.5 * eps) / ab ** 0.5
+        torch.testing.assert_close(x0, clean, atol=1e-4, rtol=0)
+
+
+def test_v_prediction_is_a_model_setting_that_trains_and_samples(stripe_manifest, tmp_path):
+    generator = create_generator("sinddm")
+    folder = generator.fit(stripe_manifest, tmp_path / "run", smoke_config(prediction="v"), progress=False)
+    model = SinDDMModel.from_pretrained(folder, "cpu")
+    assert model.config.prediction == "v"
+    images = generate(model, [0, 1])
+    assert images.shape[0] == 2 and torch.isfinite(images).all()
+    with pytest.raises(SonosynthError, match="prediction"):
+        generator.fit(stripe_manifest, tmp_path / "run", smoke_config(prediction="epsilon", train_steps=30),
+                      progress=False)
 
 
 # ------------------------------------------------------------------------------------------ network

@@ -444,6 +444,8 @@ def model_groups(images: Manifest, generator: GeneratorSpec) -> list[Manifest]:
         groups = [images.with_labels([label]) for label in images.classes]
     else:
         groups = [images]
+    if generator.max_images_per_model:
+        groups = [group.where([i < generator.max_images_per_model for i in range(len(group))]) for group in groups]
     return groups[: generator.max_models] if generator.max_models else groups
 
 

@@ -115,6 +115,10 @@ class GeneratorSpec(StrictModel):
         "or one frame per source clip/still",
     )
     max_models: int | None = Field(None, ge=1, description="cap on models per fold (CPU presets)")
+    max_images_per_model: int | None = Field(
+        None, ge=1, description="cap on training images per model: a per_fold or per_class model learns from the "
+        "first N of its images (manifest order). The lung study's FewDDM learned from 2-3 images; with a cap, "
+        "folds whose training sides share those N images share one cached model")
     samples_per_model: int = Field(32, ge=1, description="synthetic images drawn from each model (per class)")
     samples_per_training_image: bool = Field(
         False, description="multiply samples_per_model by the model's number of training images, so a FewDDM "

@@ -3,7 +3,7 @@
 With `budget: 20m` a generator does not train its preset's step count; instead
 
 1. a short probe runs the generator's own training step on this device and measures steps/s
-   (`measure_step_rate`, the first steps excluded as warm-up);
+   (`measure_step_rate`, the first steps and one-off slow steps such as compilation excluded);
 2. `fit_schedule` scales the preset's schedule to the steps that fit:
 
        steps       = max(1, floor(budget_seconds * steps_per_second))
@@ -90,30 +90,44 @@ class ProbeDone(Exception):
     """Raised by the probe's step callback to stop the probe's training run."""
 
 
+OUTLIER_FACTOR = 10.0  # a step this many times the median step is a one-off (compilation), not the rate
+
+
 def measure_step_rate(run: Callable[[Callable[[], None]], None], *, warmup: int = 2, seconds: float = 10.0,
                       max_steps: int = 50, clock: Callable[[], float] = time.perf_counter) -> float:
     """Steps/s of `run`, which trains and calls the given `tick()` after every step.
 
-    The first `warmup` steps (allocation, kernel selection) are not counted; the probe stops after
-    `max_steps` counted steps or `seconds`, whichever comes first (tick raises ProbeDone).
+    The first `warmup` steps (allocation, kernel selection) are not counted, nor is any later step that
+    takes more than OUTLIER_FACTOR x the median step: such a step is a one-off cost (a kernel compiled
+    on the first use of a new image size), which the real run pays once, not every step. Steps that
+    legitimately differ (SinDDM's scales cost up to ~6x each other) stay inside that factor. The probe
+    stops after `max_steps` counted steps or `seconds` of counted time, whichever comes first (tick
+    raises ProbeDone).
     """
     marks: list[float] = []
 
+    def counted() -> list[float]:
+        durations = [b - a for a, b in zip(marks[warmup:], marks[warmup + 1:], strict=False)]
+        if not durations:
+            return []
+        typical = sorted(durations)[len(durations) // 2]
+        return [d for d in durations if d <= OUTLIER_FACTOR * typical]
+
     def tick() -> None:
         marks.append(clock())
-        counted = len(marks) - 1 - warmup
-        if counted >= max_steps or (counted >= 1 and marks[-1] - marks[warmup] >= seconds):
+        kept = counted()
+        if len(kept) >= max_steps or (kept and sum(kept) >= seconds):
             raise ProbeDone
 
     try:
         run(tick)
     except ProbeDone:
         pass
-    counted = len(marks) - 1 - warmup
-    if counted < 1:
+    kept = counted()
+    if not kept:
         raise SonosynthError(f"the budget probe ran only {len(marks)} step(s); it needs at least {warmup + 2}. "
                              "Give a train step count instead of a budget for so short a run.")
-    return counted / max(marks[-1] - marks[warmup], 1e-9)
+    return len(kept) / max(sum(kept), 1e-9)
 
 
 __all__ = ["BudgetRecord", "ProbeDone", "Schedule", "fit_schedule", "measure_step_rate", "parse_duration"]

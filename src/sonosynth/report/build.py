@@ -197,6 +197,7 @@ def _protocol(spec: StudySpec, n_folds: int) -> str:
             models = {"per_image": "one model per training image", "per_fold": "one model per fold",
                       "per_class": "one model per class"}[g.models]
             cap = f", at most {g.max_models} per fold" if g.max_models else ""
+            cap += f", each on at most {g.max_images_per_model} images" if g.max_images_per_model else ""
             parts.append(f"{g.name} ({g.kind}, preset {g.preset}: {models}{cap} on "
                          f"{g.training_images.replace('_', ' ')} training images, "
                          f"{g.samples_per_model} samples per model)")

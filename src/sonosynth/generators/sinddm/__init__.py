@@ -8,12 +8,11 @@ method, and `pyramid.py` for where the official code and the paper differ.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import ClassVar
 
 from sonosynth.data.manifest import Manifest
-from sonosynth.generators.base import BaseGenerator, FitStart, register_generator, single_label, start_fit
+from sonosynth.generators.base import BaseGenerator, register_generator, single_label, start_fit
 from sonosynth.generators.sinddm.config import SinDDMConfig, SinDDMSampleSettings
 
 KINDS = ("sinddm", "fewddm")
@@ -37,23 +36,17 @@ class SinDDMGenerator(BaseGenerator):
             resume: bool = True, progress: bool = True) -> Path:
         from sonosynth.device import resolve_device
         from sonosynth.generators.base import load_training_images
-        from sonosynth.generators.budget import measure_step_rate
         from sonosynth.generators.sinddm.data import prepare_training_data
-        from sonosynth.generators.sinddm.training import train
+        from sonosynth.generators.sinddm.training import measure_step_seconds, train
 
         label = single_label(training, "SinDDM")
         torch_device = resolve_device(device)
         data = None
 
         def probe(probe_config: SinDDMConfig) -> float:
-            # The real training loop on these images, into a scratch folder, timed per step.
-            probe_config = probe_config.model_copy(update={"budget": None, "train_steps": 10**9,
-                                                           "checkpoint_every": 10**9, "checkpoint_interval": "1000h"})
-            with tempfile.TemporaryDirectory(prefix="sonosynth-probe-") as scratch:
-                start = FitStart(probe_config, None, None, [])
-                return measure_step_rate(lambda tick: train(prepared(), start, Path(scratch), torch_device,
-                                                            kind=self.name, label=label, progress=False,
-                                                            on_step=lambda _: tick()))
+            # The real training step on these images, each scale timed alone and weighted by how often the
+            # run draws it (training.measure_step_seconds).
+            return 1.0 / measure_step_seconds(prepared(), probe_config, torch_device)
 
         def prepared():
             nonlocal data

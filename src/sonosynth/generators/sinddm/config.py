@@ -42,6 +42,14 @@ class SinDDMConfig(GeneratorConfig):
         "off, the official network, whose coarsest scale blends the k layouts. Not in the study or the "
         "official code; see network.py")
 
+    prediction: Literal["epsilon", "v"] = Field(
+        "epsilon", description="what the denoiser outputs. 'epsilon' (official code): the noise. 'v' (Salimans & Ho "
+        "2022): v = sqrt(ab_t) eps - sqrt(1 - ab_t) x0, converted to eps for the sampler. At the noisiest steps an "
+        "eps-model's x0 estimate divides its error by sqrt(ab_t) (about 1/300 at t = T-1 of the cosine schedule), "
+        "so an undertrained model clamps its early x0 guesses to +-1 and the coarsest scale lays out saturated "
+        "blobs; a v-model predicts about -x0 there and its early guesses are the learned mean layout. Same "
+        "network, same L1 loss on its own target; not in the study or the official code")
+
     # ---------------------------------------------------------------- optimisation (official values)
     train_steps: int = Field(120_000, ge=1, description="optimizer steps (may be raised on resume)")
     batch_size: int = Field(32, ge=1, description="noisy copies of the drawn scale/image per step")
@@ -70,6 +78,10 @@ class SinDDMConfig(GeneratorConfig):
         "fp32 (emulated bf16 is slower than fp32)")
     channels_last: bool = Field(True, description="NHWC memory format, the layout oneDNN and GPU tensor cores "
                                 "prefer")
+    compiled_depthwise_grad: bool = Field(
+        True, description="on the CPU, the depthwise 5x5 convolutions' weight gradient runs as a kernel compiled by "
+        "torch.compile instead of oneDNN's, which dominates a CPU training step (see generators/sinddm/depthwise.py); "
+        "the same math, float32 accumulation. Falls back to the stock gradient without a C++ compiler")
     crop_size: int | None = Field(
         96, ge=40, description="train scales larger than this on random crops (one window per batch element, "
         "the same window in sharp and blurry). The loss counts only pixels at least 16 px (the receptive-field "
@@ -101,7 +113,8 @@ class SinDDMConfig(GeneratorConfig):
     # A run can be extended (train_steps) or moved to another device (precision and memory format change
     # only rounding); the sampling fields do not touch training at all.
     resumable_fields: ClassVar[frozenset[str]] = GeneratorConfig.resumable_fields | {
-        "train_steps", "checkpoint_every", "channels_last", "sample_stride", "sample_gamma_max", "scale_mul"}
+        "train_steps", "checkpoint_every", "channels_last", "compiled_depthwise_grad", "sample_stride",
+        "sample_gamma_max", "scale_mul"}
 
     def training_schedule(self) -> Schedule:
         return Schedule(steps=self.train_steps, lr_milestones=self.lr_milestones, ema_start=self.ema_start,

@@ -49,9 +49,29 @@ def forward_process(sharp: torch.Tensor, blurry: torch.Tensor, t: torch.Tensor, 
     At the coarsest scale gamma is 0, so this is the plain DDPM forward process. Training uses the
     unclamped gamma (the 0.55 clamp is a sampling-time choice of the official code).
     """
-    clean = blend(sharp, blurry, tables.gammas[scale, t]) if scale > 0 else sharp
+    clean = clean_target(sharp, blurry, t, scale, tables)
     alpha_bar = _column(tables.alpha_bar[t])
     return alpha_bar.sqrt() * clean + (1.0 - alpha_bar).sqrt() * noise
 
 
-__all__ = ["DiffusionTables", "blend", "forward_process"]
+def clean_target(sharp: torch.Tensor, blurry: torch.Tensor, t: torch.Tensor, scale: int,
+                 tables: DiffusionTables) -> torch.Tensor:
+    """The x0 of Eq. 1 at scale `scale`: the sharp image at the coarsest scale, else the gamma_t blend."""
+    return blend(sharp, blurry, tables.gammas[scale, t]) if scale > 0 else sharp
+
+
+def velocity(clean: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """v = sqrt(ab) eps - sqrt(1 - ab) x0, the target of a v-prediction model (one ab per batch element).
+
+    x0 is the forward process's clean image (the blend at a finer scale), so the identities
+    eps = sqrt(1 - ab) x_t + sqrt(ab) v and x0 = sqrt(ab) x_t - sqrt(1 - ab) v hold exactly."""
+    alpha_bar = _column(alpha_bar)
+    return alpha_bar.sqrt() * noise - (1.0 - alpha_bar).sqrt() * clean
+
+
+def eps_from_v(x: torch.Tensor, v: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+    """The noise a v-prediction implies at a scalar alpha_bar (what the eps-based sampler updates use)."""
+    return (1.0 - alpha_bar) ** 0.5 * x + alpha_bar ** 0.5 * v
+
+
+__all__ = ["DiffusionTables", "blend", "eps_from_v", "forward_process", "velocity"]

@@ -16,6 +16,9 @@ only (scale index 0): condition = MLP([emb(t), emb(s)]) + [s = 0] e_k. The coars
 sample's layout and starts from pure noise, so without it a network trained on k different layouts
 draws a blend of them; the finer scales refine an upsampled sample and stay shared by all images.
 The vectors start at zero, so an untrained embedding is the official network.
+
+`compiled_depthwise_grad` swaps the depthwise convolutions for `depthwise.DepthwiseConv2d`: the same
+layer and weights, with a compiled weight gradient on the CPU (a speed switch; see that module).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from sonosynth.generators.sinddm.depthwise import DepthwiseConv2d
 
 EMBEDDING_DIM = 32
 
@@ -39,11 +44,13 @@ def sinusoidal_embedding(values: torch.Tensor, dim: int = EMBEDDING_DIM) -> torc
 
 
 class ConditionedBlock(nn.Module):
-    def __init__(self, width_in: int, width_out: int, condition_dim: int = EMBEDDING_DIM) -> None:
+    def __init__(self, width_in: int, width_out: int, condition_dim: int = EMBEDDING_DIM,
+                 compiled_depthwise_grad: bool = False) -> None:
         super().__init__()
         self.condition = nn.Sequential(nn.GELU(), nn.Linear(condition_dim, condition_dim),
                                        nn.Linear(condition_dim, width_in))
-        self.depthwise = nn.Conv2d(width_in, width_in, 5, padding=2, groups=width_in)
+        self.depthwise = DepthwiseConv2d(width_in, 5) if compiled_depthwise_grad else \
+            nn.Conv2d(width_in, width_in, 5, padding=2, groups=width_in)
         self.conv1 = nn.Conv2d(width_in, width_out, 3, padding=1)
         self.conv2 = nn.Conv2d(width_out, width_out, 3, padding=1)
         self.residual = nn.Conv2d(width_in, width_out, 1) if width_in != width_out else nn.Identity()
@@ -57,7 +64,7 @@ class ConditionedBlock(nn.Module):
 class SinDDMDenoiser(nn.Module):
     """epsilon_theta(x_t, t, s) for images of any size (fully convolutional)."""
 
-    def __init__(self, channels: int = 1, dim: int = 160, images: int = 0) -> None:
+    def __init__(self, channels: int = 1, dim: int = 160, images: int = 0, compiled_depthwise_grad: bool = False) -> None:
         super().__init__()
         if dim < 2 or dim % 2:
             raise ValueError(f"dim must be an even number >= 2, got {dim}")
@@ -69,8 +76,9 @@ class SinDDMDenoiser(nn.Module):
             nn.init.zeros_(self.image_embed.weight)
         self.embed = nn.Sequential(nn.Linear(2 * EMBEDDING_DIM, 4 * EMBEDDING_DIM), nn.GELU(),
                                    nn.Linear(4 * EMBEDDING_DIM, EMBEDDING_DIM))
-        self.blocks = nn.ModuleList([ConditionedBlock(channels, half), ConditionedBlock(half, dim),
-                                     ConditionedBlock(dim, dim), ConditionedBlock(dim, half)])
+        widths = ((channels, half), (half, dim), (dim, dim), (dim, half))
+        self.blocks = nn.ModuleList([ConditionedBlock(w_in, w_out, compiled_depthwise_grad=compiled_depthwise_grad)
+                                     for w_in, w_out in widths])
         self.output = nn.Conv2d(half, channels, 1)
 
     @property

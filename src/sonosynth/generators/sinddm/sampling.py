@@ -10,7 +10,9 @@ is 0 for omega = 0): with g_t = min(gamma_t^s, 0.55),
     target   = g_{t-1} x~ + (1 - g_{t-1}) sharp                 (clamped)
     x_{t-1}  = sqrt(ab_{t-1}) target + sqrt(1 - ab_{t-1}) (x_t - sqrt(ab_t) x0_mix) / sqrt(1 - ab_t)
 
-and the last step returns clamp(sharp). As in the official code, the first network call at a fine
+and the last step returns clamp(sharp). A v-prediction model (SinDDMConfig.prediction = "v", not official)
+enters these updates through eps = sqrt(1 - ab_t) x_t + sqrt(ab_t) v, so its x0 estimate is exactly
+sqrt(ab_t) x_t - sqrt(1 - ab_t) v. As in the official code, the first network call at a fine
 scale uses t = k_s - 1 on an image noised to level k_s. With `stride` > 1 the same updates run on a
 respaced subset of timesteps (t-1 replaced by the next visited t). The official code also adds noise of
 standard deviation exp(0.5 log 1e-20) = 1e-10 at each fine-scale step, below float32 resolution of
@@ -34,7 +36,7 @@ from sonosynth.device import autocast, resolve_precision
 from sonosynth.errors import SonosynthError
 from sonosynth.generators.base import CheckpointRecord, PretrainedGenerator, SampleGroup, to_uint8
 from sonosynth.generators.sinddm.config import SinDDMConfig, SinDDMSampleSettings
-from sonosynth.generators.sinddm.diffusion import DiffusionTables
+from sonosynth.generators.sinddm.diffusion import DiffusionTables, eps_from_v
 from sonosynth.generators.sinddm.network import SinDDMDenoiser
 from sonosynth.generators.sinddm.schedule import sampling_timesteps
 
@@ -157,10 +159,12 @@ def generate(model: SinDDMModel, seeds: list[int], *, size: tuple[int, int] | No
 
     def predict(x: torch.Tensor, t: int, scale: int) -> torch.Tensor:
         with autocast(device, precision):
-            eps = model.denoiser(x.contiguous(memory_format=fmt), torch.full((n,), t, device=device), scale, image)
+            out = model.denoiser(x.contiguous(memory_format=fmt), torch.full((n,), t, device=device), scale, image)
         if on_call is not None:
             on_call()
-        return eps.float()
+        if config.prediction == "v":
+            return eps_from_v(x, out.float(), schedule.alpha_bar_at(t))
+        return out.float()
 
     def x0_estimate(x: torch.Tensor, eps: torch.Tensor, ab: float) -> torch.Tensor:
         return math.sqrt(1.0 / ab) * x - math.sqrt(1.0 / ab - 1.0) * eps

@@ -2,7 +2,7 @@
 
 The loop follows the official trainer: each step draws one scale uniformly (and, for FewDDM, one of
 the k images uniformly: the study's rule), a batch of copies of that scale's image, each copy with
-its own t ~ U{0..T-1} and noise; L1 loss between the true and predicted noise; Adam; the learning
+its own t ~ U{0..T-1} and noise; L1 loss between the true and predicted noise (or v, an option); Adam; the learning
 rate multiplied by lr_decay at the milestones; every ema_every steps the EMA is reset to the model
 before ema_start and updated with ema_decay after.
 """
@@ -34,7 +34,7 @@ from sonosynth.generators.base import (
 )
 from sonosynth.generators.sinddm.config import SinDDMConfig
 from sonosynth.generators.sinddm.data import TrainingData
-from sonosynth.generators.sinddm.diffusion import DiffusionTables, forward_process
+from sonosynth.generators.sinddm.diffusion import DiffusionTables, clean_target, forward_process, velocity
 from sonosynth.generators.sinddm.network import SinDDMDenoiser
 from sonosynth.progress import task as progress_task
 
@@ -59,8 +59,9 @@ class TrainingState:
 def new_state(config: SinDDMConfig, device: torch.device, images: int = 1) -> TrainingState:
     """A fresh model, EMA and optimizer; `images` sizes the per-image embedding when the config asks for one."""
     embedded = images if config.image_embedding else 0
-    model = SinDDMDenoiser(config.channels, config.dim, embedded).to(device=device,
-                                                                      memory_format=memory_format(config))
+    model = SinDDMDenoiser(config.channels, config.dim, embedded,
+                           compiled_depthwise_grad=config.compiled_depthwise_grad).to(
+        device=device, memory_format=memory_format(config))
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.lr_milestones, gamma=config.lr_decay)
@@ -151,26 +152,31 @@ def batch_at(data: TrainingData, config: SinDDMConfig, scale: int, image: int) -
 
 
 def training_loss(model: SinDDMDenoiser, tables: DiffusionTables, batch: Batch, precision: str,
-                  fmt: torch.memory_format) -> torch.Tensor:
-    """L1 between the noise and the network's prediction of it, one t and one noise per batch element."""
+                  fmt: torch.memory_format, prediction: str = "epsilon") -> torch.Tensor:
+    """L1 between the target (the noise, or v) and the network's prediction of it, one t and one noise per
+    batch element (see SinDDMConfig.prediction)."""
     sharp = batch.sharp
     t = torch.randint(0, tables.timesteps, (sharp.shape[0],), device=sharp.device)
     noise = torch.randn(sharp.shape, device=sharp.device)
     noisy = forward_process(sharp, batch.blurry, t, batch.scale, tables, noise).contiguous(memory_format=fmt)
+    target = noise
+    if prediction == "v":
+        target = velocity(clean_target(sharp, batch.blurry, t, batch.scale, tables), noise, tables.alpha_bar[t])
     with autocast(sharp.device, precision):
         predicted = model(noisy, t, batch.scale, batch.image)
     if batch.mask is None:
-        return F.l1_loss(predicted.float(), noise)
-    errors = (predicted.float() - noise).abs() * batch.mask
+        return F.l1_loss(predicted.float(), target)
+    errors = (predicted.float() - target).abs() * batch.mask
     return errors.sum() / (batch.mask.sum() * sharp.shape[1])
 
 
 def train_step(state: TrainingState, data: TrainingData, tables: DiffusionTables, config: SinDDMConfig,
-               precision: str) -> dict[str, Any]:
-    batch = draw_batch(data, config)
+               precision: str, batch: Batch | None = None) -> dict[str, Any]:
+    """One optimizer step on `batch` (default: a drawn one, see draw_batch)."""
+    batch = batch if batch is not None else draw_batch(data, config)
     scale, image = batch.scale, batch.image
     lr = state.optimizer.param_groups[0]["lr"]
-    loss = training_loss(state.model, tables, batch, precision, memory_format(config))
+    loss = training_loss(state.model, tables, batch, precision, memory_format(config), config.prediction)
     value = float(loss.detach())
     if not math.isfinite(value):
         raise FloatingPointError(value)
@@ -181,6 +187,31 @@ def train_step(state: TrainingState, data: TrainingData, tables: DiffusionTables
     state.scheduler.step()
     state.step += 1
     return {"step": state.step, "scale": scale, "image": image, "loss": value, "lr": lr}
+
+
+def measure_step_seconds(data: TrainingData, config: SinDDMConfig, device: torch.device, *, warmup: int = 2,
+                         steps: int = 6) -> float:
+    """Expected seconds of one training step: sum over scales of P(scale) x its measured step time.
+
+    A step's cost depends on its scale (the finest costs several times the coarsest), and equal-time
+    sampling draws the cheap scales most; timing a short run of drawn steps mixes the scales by chance,
+    so each scale is timed alone here (after `warmup` steps, which compile and allocate) and weighted by
+    the probability the real run draws it with."""
+    device = torch.device(device)
+    precision = resolve_precision(config.precision, device)
+    data = data.to(device)
+    tables = DiffusionTables.build(config.timesteps, data.blur_levels, device)
+    state = new_state(config, device, data.n_images)
+    state.model.train()
+    seconds = []
+    for scale in range(data.n_scales):
+        for _ in range(warmup):
+            train_step(state, data, tables, config, precision, batch_at(data, config, scale, 0))
+        started = time.perf_counter()
+        for _ in range(steps):
+            train_step(state, data, tables, config, precision, batch_at(data, config, scale, 0))
+        seconds.append((time.perf_counter() - started) / steps)
+    return float((scale_probabilities(data, config) * torch.tensor(seconds)).sum())
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -286,5 +317,6 @@ def train(data: TrainingData, start: FitStart, out: Path, device: torch.device, 
     return out
 
 
-__all__ = ["LOSS_LOG_NAME", "RECEPTIVE_RADIUS", "Batch", "TrainingState", "batch_at", "draw_batch", "new_state",
+__all__ = ["LOSS_LOG_NAME", "RECEPTIVE_RADIUS", "Batch", "TrainingState", "batch_at", "draw_batch",
+           "measure_step_seconds", "new_state",
            "random_crops", "train", "train_step", "training_loss", "update_ema"]
