@@ -4,7 +4,8 @@ For every generator of the study config (default `configs/lung-cpu.yaml`: SinGAN
 the settings that study trains them with), on the same real images:
 
 - training images: the first `--images` pneumonia still images (by file name) for per-image models,
-  the first `--fold-images` for a per-fold model (FewDDM learns from several images at once);
+  the first `--fold-images` for a per-fold model (FewDDM learns from several images at once), at most the
+  generator's `max_images_per_model`;
 - `samples_per_model` samples of each model (the config's number);
 - the metrics of the study's quality unit (`evaluate_quality`; SIFID in the fixed random-CNN space, which
   is blind to noise, so read SIFID beside the reader and the grids):
@@ -227,7 +228,8 @@ def main() -> None:
         if generator.models == "per_image":
             groups = stills[:per_image]
         else:
-            groups = [concat(stills[:fold_images], out / "data")]
+            count = min(fold_images, generator.max_images_per_model or fold_images)
+            groups = [concat(stills[:count], out / "data")]
         training = concat(groups, out / "data")
         folder = out / "runs" / generator.name
         shutil.rmtree(folder, ignore_errors=True)

@@ -33,14 +33,18 @@ import numpy as np
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[1].parent / "shared/data/pocus/pocus_images/convex/Pneu_Avi_consolidated-lung.JPG"
 
-PLAIN = {"precision": "fp32", "channels_last": False, "crop_size": None}
+PLAIN = {"precision": "fp32", "channels_last": False, "crop_size": None, "compiled_depthwise_grad": False}
 SPEED_SETTINGS = {
     "a fp32 full image": PLAIN,
     "b fp32 channels_last": {**PLAIN, "channels_last": True},
     "b bf16": {**PLAIN, "precision": "bf16"},
     "b bf16 channels_last": {**PLAIN, "precision": "bf16", "channels_last": True},
     "b fp32 crop 96": {**PLAIN, "crop_size": 96},
-    "c default: bf16 channels_last crop 96": {"precision": "bf16", "channels_last": True, "crop_size": 96},
+    "b fp32 compiled depthwise grad": {**PLAIN, "compiled_depthwise_grad": True},
+    "b bf16 channels_last crop 96": {"precision": "bf16", "channels_last": True, "crop_size": 96,
+                                     "compiled_depthwise_grad": False},
+    "c default: bf16 channels_last crop 96 compiled dw": {"precision": "bf16", "channels_last": True, "crop_size": 96,
+                                                          "compiled_depthwise_grad": True},
 }
 SAMPLE_SETTINGS = {
     "a fp32 stride 1": ({"precision": "fp32", "channels_last": False}, 1),
@@ -57,7 +61,8 @@ def default_speed_switches() -> dict:
     from sonosynth.generators.sinddm.config import SinDDMConfig
 
     fields = SinDDMConfig.model_fields
-    switches = {name: fields[name].default for name in ("precision", "channels_last", "crop_size")}
+    switches = {name: fields[name].default
+                for name in ("precision", "channels_last", "crop_size", "compiled_depthwise_grad")}
     return {**switches, "precision": resolve_precision(switches["precision"], torch.device("cpu"))}
 
 

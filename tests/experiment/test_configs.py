@@ -80,3 +80,24 @@ def test_an_augmentation_no_regime_uses_is_an_error():
         "classifiers": [{"model": "small_cnn", "preset": "smoke", "overrides": {"augmentation": "fetal"}}]})
     with pytest.raises(SonosynthError, match=r"classifiers\[0\]\.overrides\.augmentation.*augment_real"):
         resolve_study(spec)
+
+
+def test_lung_cpu_reaches_the_sinddm_options_through_the_spec():
+    study = resolve_study(load_spec(CONFIGS[[p.stem for p in CONFIGS].index("lung-cpu")]))
+    sinddm, fewddm = study.generator("SinDDM"), study.generator("FewDDM")
+    assert sinddm.config.prediction == fewddm.config.prediction == "v"
+    assert sinddm.config.budget_seconds == 240 and sinddm.config.coarsest_max == 32
+    assert fewddm.config.image_embedding and fewddm.spec.max_images_per_model == 3
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("prediction", "x0", "prediction"), ("budget", "soon", "budget"), ("compiled_depthwise_grad", "maybe",
+                                                                      "compiled_depthwise_grad")])
+def test_a_bad_sinddm_option_in_a_spec_names_the_field(tmp_path, field, value, message):
+    from sonosynth.errors import SonosynthError
+
+    spec = load_spec(CONFIGS[[p.stem for p in CONFIGS].index("demo")])
+    generators = [g.model_copy(update={"overrides": {**g.overrides, field: value}}) if g.kind == "sinddm" else g
+                  for g in spec.generators]
+    with pytest.raises(SonosynthError, match=rf"generators\[0\]\.overrides\.{message}"):
+        resolve_study(spec.model_copy(update={"generators": generators}))
