@@ -1,6 +1,7 @@
 """Report table helpers: confidence intervals stay inside a metric's range."""
 
 import pandas as pd
+import pytest
 
 from sonosynth.report.tables import ci95, ci_text
 
@@ -15,3 +16,29 @@ def test_ci_of_accuracies_near_one_is_clipped_to_one():
 
 def test_ci_of_one_fold_is_empty():
     assert ci_text(pd.Series([0.7])) == ""
+
+
+def _results(conditions, folds=4):
+    rows = []
+    for fold in range(folds):
+        for i, condition in enumerate(conditions):
+            regime, _, generator = condition.partition(" [")
+            rows.append({"fold": fold, "keep": 0.25, "classifier": "small_cnn", "seed": 0, "condition": condition,
+                         "regime": regime, "generator": generator.rstrip("]") or None,
+                         "class": "pneumonia", "balanced_accuracy": 0.6 + 0.05 * i + 0.01 * fold, "f1": 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_with_real_regular_the_report_also_pairs_synthetic_plus_regular_against_it():
+    from sonosynth.report.build import _paired_baselines
+    from sonosynth.report.tables import paired_table
+
+    conditions = ["real", "real+regular", "real+synthetic [G]", "real+synthetic+regular [G]"]
+    tables = list(_paired_baselines("real", set(conditions)))
+    assert [against for against, _, _ in tables] == ["real", "real+regular"]
+    against, only, _ = tables[1]
+    paired = paired_table(_results(conditions), against)
+    chosen = paired[paired["condition"].map(only)]
+    assert list(chosen["condition"]) == ["real+synthetic+regular [G]"] and set(chosen["vs"]) == {"real+regular"}
+    assert chosen["mean diff"].iloc[0] == pytest.approx(0.1)  # 0.75 - 0.65 on every fold
+    assert [a for a, _, _ in _paired_baselines("real", {"real", "real+synthetic [G]"})] == ["real"]
