@@ -43,6 +43,12 @@ Levers are compared as arms: each invocation appends its rows, labelled `--arm N
     python benchmarks/realism.py --out /tmp/r --generators guided --guided-budget 20m --arm bf16-dpm20 \
         --guided-set precision=bf16 channels_last=true sample.sampler=dpm++ sample.steps=20
 
+A sampling-only arm scores an earlier arm's trained model with other sample settings, without training
+again (`--samples-from ARM`; pass the same --guided-preset/--guided-set as that arm, plus the sample.* ones):
+
+    python benchmarks/realism.py --out /tmp/r --generators guided --guided-budget 20m --arm fp32-scale1 \
+        --samples-from fp32-ddim50 --guided-set sample.scale=1.0
+
 The data and everything derived from it stay in `--out`, which must be outside the repository.
 When the POCUS folder is absent the benchmark says so and exits (status 0): nothing to measure.
 
@@ -102,6 +108,9 @@ def _arguments() -> argparse.Namespace:
     guided.add_argument("--arm", default="baseline", help="label of this run's rows in realism-guided.csv")
     guided.add_argument("--train-fraction", type=float, default=0.65, help="share of each class's patients trained on")
     guided.add_argument("--split-seed", type=int, default=0, help="seed of the patient split")
+    guided.add_argument("--samples-from", default=None, metavar="ARM",
+                        help="reuse arm ARM's trained model (copied, never retrained) and only sample and score it "
+                             "with this run's sample settings (e.g. --guided-set sample.scale=1.0)")
     return parser.parse_args()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -127,15 +128,24 @@ def run_guided(args, out: Path) -> pd.DataFrame:
 
     folder = out / "runs" / f"guided-{arm}"
     generator = create_generator("guided")
+    if args.samples_from:  # a sampling-only arm: the other arm's finished model, resumed (nothing left to train)
+        source = out / "runs" / f"guided-{args.samples_from}" / "checkpoint"
+        if not (source / "generator.json").is_file():
+            raise SystemExit(f"--samples-from {args.samples_from}: no trained model in {source}; run that arm first.")
+        if (folder / "checkpoint").exists():
+            raise SystemExit(f"{folder / 'checkpoint'} exists: pick a new --arm name.")
+        shutil.copytree(source, folder / "checkpoint")
     started = time.perf_counter()
-    fitted = generator.fit(training, folder / "checkpoint", config, device=args.device, resume=False, progress=False)
+    fitted = generator.fit(training, folder / "checkpoint", config, device=args.device,
+                           resume=bool(args.samples_from), progress=False)
     fit_s = time.perf_counter() - started
     samples = args.guided_samples or (16 if args.quick else 100)
     sets, sample_s = {}, 0.0
     for label in CLASSES:
         started = time.perf_counter()
+        # the arm's sample settings, explicitly: a --samples-from arm differs from its model's stored defaults
         sets[label] = generator.sample(fitted, samples, folder / f"samples-{label}", label=label, seed=0,
-                                       device=args.device, progress=False)
+                                       device=args.device, progress=False, **config.sample.model_dump())
         sample_s += time.perf_counter() - started
     synthetic = concat(list(sets.values()), folder)
 
@@ -181,7 +191,9 @@ def run_guided(args, out: Path) -> pd.DataFrame:
         save_image(image_grid(grid_rows, tile=128), out / f"grid-guided-{arm}-{label}.png")
     table = pd.DataFrame(rows)
     csv = out / "realism-guided.csv"
-    table.to_csv(csv, mode="a", header=not csv.is_file(), index=False)
+    # arms differ in columns (latent arms add energy_reconstruction): merge, never append under a stale header
+    merged = pd.concat([pd.read_csv(csv), table], ignore_index=True) if csv.is_file() else table
+    merged.to_csv(csv, index=False)
     return table
 
 
