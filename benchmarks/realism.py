@@ -109,7 +109,7 @@ def _arguments() -> argparse.Namespace:
     guided.add_argument("--train-fraction", type=float, default=0.65, help="share of each class's patients trained on")
     guided.add_argument("--split-seed", type=int, default=0, help="seed of the patient split")
     guided.add_argument("--samples-from", default=None, metavar="ARM",
-                        help="reuse arm ARM's trained model (copied, never retrained) and only sample and score it "
+                        help="sample and score arm ARM's trained model (read in place, never retrained) "
                              "with this run's sample settings (e.g. --guided-set sample.scale=1.0)")
     return parser.parse_args()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -128,16 +127,14 @@ def run_guided(args, out: Path) -> pd.DataFrame:
 
     folder = out / "runs" / f"guided-{arm}"
     generator = create_generator("guided")
-    if args.samples_from:  # a sampling-only arm: the other arm's finished model, resumed (nothing left to train)
-        source = out / "runs" / f"guided-{args.samples_from}" / "checkpoint"
-        if not (source / "generator.json").is_file():
-            raise SystemExit(f"--samples-from {args.samples_from}: no trained model in {source}; run that arm first.")
-        if (folder / "checkpoint").exists():
-            raise SystemExit(f"{folder / 'checkpoint'} exists: pick a new --arm name.")
-        shutil.copytree(source, folder / "checkpoint")
     started = time.perf_counter()
-    fitted = generator.fit(training, folder / "checkpoint", config, device=args.device,
-                           resume=bool(args.samples_from), progress=False)
+    if args.samples_from:  # a sampling-only arm: the other arm's trained model, read in place
+        fitted = out / "runs" / f"guided-{args.samples_from}" / "checkpoint"
+        if not (fitted / "generator.json").is_file():
+            raise SystemExit(f"--samples-from {args.samples_from}: no trained model in {fitted}; run that arm first.")
+    else:
+        fitted = generator.fit(training, folder / "checkpoint", config, device=args.device, resume=False,
+                               progress=False)
     fit_s = time.perf_counter() - started
     samples = args.guided_samples or (16 if args.quick else 100)
     sets, sample_s = {}, 0.0
@@ -154,7 +151,7 @@ def run_guided(args, out: Path) -> pd.DataFrame:
                                                 folder / "cas-synthetic")
     cas = cas_ratio(ba_synthetic, ba_real)
 
-    reconstruct = _reconstruction(folder / "checkpoint", config, args.device) if config.latent.enabled else None
+    reconstruct = _reconstruction(fitted, config, args.device) if config.latent.enabled else None
     rows = []
     held_labels = held_out.table["label"].astype(str).to_numpy()
     held_paths, held_patients = held_out.absolute_paths(), held_out.table["patient_id"].astype(str).to_numpy()
@@ -170,7 +167,7 @@ def run_guided(args, out: Path) -> pd.DataFrame:
                                                  quality.kid_subset_size, quality.seed)
         rows.append({
             "arm": arm, "label": label, "preset": args.guided_preset, "budget": config.budget or "",
-            "overrides": " ".join(args.guided_set or []), "train_steps": _trained_steps(folder / "checkpoint"),
+            "overrides": " ".join(args.guided_set or []), "train_steps": _trained_steps(fitted),
             "samples": len(fake_images), "held_out_frames": len(real_images),
             "held_out_patients": len(set(held_patients[real_index])),
             "reader_auc": reader.auc, "reader_auc_lo": reader.auc_lo, "reader_auc_hi": reader.auc_hi,
