@@ -209,6 +209,7 @@ def main() -> None:
         return
 
     from sonosynth.data.manifest import concat
+    from sonosynth.experiment.plan import resolve_quality
     from sonosynth.experiment.spec import load_spec
     from sonosynth.metrics.quality import evaluate_quality, load_quality_config
     from sonosynth.metrics.quality.features import RANDOM_CNN, create_extractor
@@ -229,7 +230,8 @@ def main() -> None:
     fold_images = 2 if args.quick else args.fold_images
     if len(stills) < max(per_image, fold_images) + 1:
         raise SystemExit(f"only {len(stills)} pneumonia still images under {args.data}; lower --images/--fold-images.")
-    quality = load_quality_config("smoke" if args.quick else "cpu")
+    # The study's own quality settings (its preset and overrides, such as a full-size reader).
+    quality = load_quality_config("smoke") if args.quick else (resolve_quality(spec) or load_quality_config("cpu"))
     extractor = create_extractor(RANDOM_CNN, device=args.device)
     store = ImageStore()
     rows = []

@@ -40,7 +40,7 @@ def test_the_plan_has_one_features_unit_that_every_quality_unit_reads(tmp_path, 
     assert len(plan.quality_runs) == cells * len(SMOKE["generators"]) == len(plan.of_kind("quality"))
     for unit in plan.of_kind("quality"):
         assert features.key in unit.depends_on
-        assert unit.args[4].kind == "features" and unit.args[4].key == features.key
+        assert unit.args[5].kind == "features" and unit.args[5].key == features.key
         assert not any(plan.unit(key).kind == "classify" for key in unit.depends_on)
     # No reference classifier: the only classify units are the study's own runs.
     assert {u.key for u in plan.of_kind("classify")} == {run.key for run in plan.classifier_runs}
@@ -61,7 +61,7 @@ def test_the_classifier_feature_space_still_reads_each_folds_real_only_classifie
     assert all(plan.unit(key).payload["regime"] == "real" for key in references)
     for unit in plan.of_kind("quality"):
         (reference,) = set(unit.depends_on) & references
-        assert unit.args[4].kind == "classify" and unit.args[4].key == reference
+        assert unit.args[5].kind == "classify" and unit.args[5].key == reference
 
 
 @pytest.mark.parametrize("features", ["random_cnn", "inception"])
@@ -69,7 +69,7 @@ def test_fixed_feature_spaces_need_no_network_unit(tmp_path, features):
     plan = _plan(tmp_path, features, {"folds": 3, "minority": "pneumonia", "keep": [1.0]}).plan
     assert not plan.of_kind("features")
     assert {u.key for u in plan.of_kind("classify")} == {run.key for run in plan.classifier_runs}
-    assert all(u.args[4] is None for u in plan.of_kind("quality"))
+    assert all(u.args[5] is None for u in plan.of_kind("quality"))
 
 
 def test_no_synthetic_set_means_no_features_unit(tmp_path):

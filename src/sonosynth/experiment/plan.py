@@ -36,7 +36,7 @@ from sonosynth.data.images import IMAGE_SUFFIXES
 from sonosynth.data.manifest import Manifest
 from sonosynth.data.split import FoldData, split_fold
 from sonosynth.errors import SonosynthError
-from sonosynth.experiment import outputs, units
+from sonosynth.experiment import image_choice, outputs, units
 from sonosynth.experiment.hashes import FileHasher
 from sonosynth.experiment.spec import SYNTHETIC_REGIMES, GeneratorSpec, StudyClassifierSpec, StudySpec
 from sonosynth.hashing import file_sha1
@@ -75,6 +75,7 @@ class ResolvedStudy:
     generators: tuple[ResolvedGenerator, ...]
     classifiers: tuple[ResolvedClassifier, ...]
     domain: BaseModel | None = None  # the domain feature network's training config (quality.features: domain)
+    quality: BaseModel | None = None  # the quality metrics' settings (quality.preset + overrides), if enabled
 
     def generator(self, name: str) -> ResolvedGenerator:
         """The generator of a name or of one of its arms (`Guided-2rounds`)."""
@@ -213,12 +214,23 @@ def resolve_domain(spec: StudySpec) -> BaseModel | None:
     return config
 
 
+def resolve_quality(spec: StudySpec) -> BaseModel | None:
+    """The quality metrics' settings: `quality.preset` + `overrides` + the spec's threshold and reader switch."""
+    from sonosynth.metrics.quality.config import QualityConfig
+
+    quality = spec.quality
+    if not quality.enabled:
+        return None
+    overrides = {**quality.overrides, "threshold": quality.threshold, "reader_enabled": quality.reader}
+    return _resolve(QualityConfig, "quality", quality.preset, overrides, "quality")
+
+
 def resolve_study(spec: StudySpec) -> ResolvedStudy:
     """Resolve and validate every configuration of `spec`; errors name the spec field."""
     classifiers = tuple(resolve_classifier(i, c, spec.seeds) for i, c in enumerate(spec.classifiers))
     check_settings_take_effect(spec, classifiers)
     return ResolvedStudy(spec, tuple(resolve_generator(i, g) for i, g in enumerate(spec.generators)), classifiers,
-                         resolve_domain(spec))
+                         resolve_domain(spec), resolve_quality(spec))
 
 
 # ------------------------------------------------------------------------------------ the units
@@ -438,6 +450,8 @@ def model_groups(images: Manifest, generator: GeneratorSpec) -> list[Manifest]:
     """How the generator's training images are split into models."""
     if len(images) == 0:
         return []
+    if generator.max_models or generator.max_images_per_model:
+        images = image_choice.choose(images, generator.image_choice)
     if generator.models == "per_image":
         groups = [images.where(images.table.index == i) for i in range(len(images))]
     elif generator.models == "per_class":
@@ -563,14 +577,16 @@ class _PlanBuilder:
         # so quality units of the other feature spaces keep the keys they had before those settings existed.
         payload = {"synthetic": [u.key for u in synthetic], "real": self.hasher.manifest(data.train),
                    "held_out": self.hasher.manifest(data.validation),
-                   "quality": quality.model_dump(mode="json", exclude={"domain_preset", "domain_overrides"}),
+                   # Empty overrides are left out, so specs without them keep the keys they had before it existed.
+                   "quality": quality.model_dump(mode="json", exclude={"domain_preset", "domain_overrides"}
+                                                 | (set() if quality.overrides else {"overrides"})),
                    "inception_weights": _file_identity(quality.inception_weights),
                    "reference": reference.key if reference else None}
         depends = tuple(u.key for u in synthetic) + ((reference.key,) if reference else ())
         return self.add(_unit(
             "quality", payload, units.quality_unit,
             (tuple(Upstream("sample", u.key, "samples") for u in synthetic), RUN_FOLDER, data.train, quality,
-             Upstream(reference.kind, reference.key) if reference else None, self.spec.device, data.validation),
+             self.study.quality, Upstream(reference.kind, reference.key) if reference else None, self.spec.device, data.validation),
             f"quality {generator} {where}".strip(), depends, unit_resources(self.spec.device)))
 
 

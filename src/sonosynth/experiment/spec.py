@@ -114,10 +114,16 @@ class GeneratorSpec(StrictModel):
         description="which training images feed the generator: all frames, still images only (the lung study), "
         "or one frame per source clip/still",
     )
+    image_choice: Literal["first", "typical"] = Field(
+        "first",
+        description="which candidates fill max_models and max_images_per_model: first (manifest order) or "
+        "typical (the images closest to the rest of their class first, compared as 32 px thumbnails; see "
+        "experiment/image_choice.py), so a capped FewDDM learns one probe geometry and no model learns an outlier",
+    )
     max_models: int | None = Field(None, ge=1, description="cap on models per fold (CPU presets)")
     max_images_per_model: int | None = Field(
         None, ge=1, description="cap on training images per model: a per_fold or per_class model learns from the "
-        "first N of its images (manifest order). The lung study's FewDDM learned from 2-3 images; with a cap, "
+        "first N of its images (in image_choice order). The lung study's FewDDM learned from 2-3 images; with a cap, "
         "folds whose training sides share those N images share one cached model")
     samples_per_model: int = Field(32, ge=1, description="synthetic images drawn from each model (per class)")
     samples_per_training_image: bool = Field(
@@ -187,6 +193,8 @@ class QualitySpec(StrictModel):
     domain_overrides: dict[str, Any] = Field({}, description="features=domain: training config fields overriding "
                                              "domain_preset (e.g. image_size: 128)")
     preset: str = Field("cpu", description="settings preset of the quality metrics (presets/quality.yaml)")
+    overrides: dict[str, Any] = Field({}, description="quality-metric settings overriding the preset, e.g. "
+                                      "reader: {image_size: 128, stem_stride: 2}")
     reader: bool = Field(True, description="run the automatic reader: a CNN telling each generator's samples from "
                          "real images of patients it never saw (the validation fold's and unused training patients)")
     inception_weights: Path | None = Field(None, description="local Inception-v3 weights for features=inception")

@@ -88,17 +88,17 @@ CHECKPOINT_FEATURES = {"classifier": "classifier", "domain": "domain network"}
 
 
 def quality_unit(synthetic: tuple[Path, ...], run_folder: Path, real: Manifest, quality: QualitySpec,
-                 classifier_dir: Path | None, device: str, held_out: Manifest | None, folder: Path) -> None:
+                 metrics: BaseModel, classifier_dir: Path | None, device: str, held_out: Manifest | None,
+                 folder: Path) -> None:
     """Image-quality, memorization and automatic-reader metrics of one synthetic set.
 
     `real` is the fold's training side; the reader's real images are `held_out` (the validation fold)
     plus the training patients no synthetic image came from. `classifier_dir` is the upstream unit whose
     `model.pt` is the feature network: the study's `features` unit (domain) or the fold's real-only
-    classifier (classifier); None for random_cnn and inception.
+    classifier (classifier); None for random_cnn and inception. `metrics` is the resolved QualityConfig.
     """
     from sonosynth.classify.features import feature_extractor
     from sonosynth.device import resolve_device
-    from sonosynth.metrics.quality.config import load_quality_config
     from sonosynth.metrics.quality.evaluate import evaluate_quality
 
     device = resolve_device(device)
@@ -111,10 +111,7 @@ def quality_unit(synthetic: tuple[Path, ...], run_folder: Path, real: Manifest, 
     else:
         extractor = feature_extractor(quality.features, inception_weights=quality.inception_weights, device=device)
     reader_real = concat([real, held_out], real.root) if held_out is not None else real
-    report = evaluate_quality(synthetic_set(synthetic, run_folder), real, extractor,
-                              load_quality_config(quality.preset, {"threshold": quality.threshold,
-                                                                   "reader_enabled": quality.reader}),
-                              reader_real=reader_real)
+    report = evaluate_quality(synthetic_set(synthetic, run_folder), real, extractor, metrics, reader_real=reader_real)
     write_csv_atomic(report.table.assign(features=report.features, features_sha1=report.features_sha1),
                      folder / outputs.QUALITY_TABLE)
     write_csv_atomic(report.memorization, folder / outputs.QUALITY_MEMORIZATION)
