@@ -47,7 +47,9 @@ from sonosynth.experiment.plan import ResolvedClassifier, ResolvedGenerator
 if TYPE_CHECKING:  # the dry run calls the probe; the probe only reads the dry run's fields
     from sonosynth.experiment.dry_run import DryRun
 
-PROBE_SAMPLE_STEPS = 1
+# Sampling steps of the probe's timed sample calls: one call of this many steps and one of twice as many,
+# after a warm-up call; their difference is the cost of the steps alone (see `sample_estimate`).
+PROBE_SAMPLE_STEPS = 2
 # On a CPU a GPU-scale batch takes minutes per step; the probe starts at this batch and scales its time
 # to the config's batch (CPU time grows about linearly with the batch; memory is the capped batch's).
 CPU_PROBE_BATCH = 8
@@ -373,24 +375,50 @@ def _fit_attempt(probe: GeneratorProbe, device: Any, batch: int) -> Attempt:
 
 def _sample_attempt(probe: GeneratorProbe, steps: int | None, sampler: str | None, device: Any,
                     batch: int) -> Attempt:
-    """One batch from the probe's checkpoint, with PROBE_SAMPLE_STEPS steps where the generator has a step count."""
+    """One batch from the probe's checkpoint.
+
+    With a step count (`steps` set): a warm-up call, then calls of PROBE_SAMPLE_STEPS and of twice as
+    many steps; `seconds` is the first timed call and `step_seconds` the difference per step, so the
+    call's fixed cost (loading the checkpoint, a latent decoder, the first call's allocations) is not
+    multiplied by the full run's step count. Without one: one whole sample, its time.
+    """
     import shutil
 
     from sonosynth.generators.base import create_generator
 
     implementation = create_generator(probe.kind)
-    target = probe.folder / f"samples-{batch}"
-    shutil.rmtree(target, ignore_errors=True)
     call = {**probe.settings, "sample_batch_size": batch}
-    if steps:
-        call["steps"] = PROBE_SAMPLE_STEPS
-        if sampler == "ddpm":  # timed with DDIM steps: the same network call per step
-            call["sampler"] = "ddim"
-    started = time.perf_counter()
-    with PeakMemory(device) as memory:
+    if steps and sampler == "ddpm":  # timed with DDIM steps: the same network call per step
+        call["sampler"] = "ddim"
+
+    def timed(step_count: int | None, name: str) -> float:
+        target = probe.folder / f"samples-{batch}-{name}"
+        shutil.rmtree(target, ignore_errors=True)
+        started = time.perf_counter()
         implementation.sample(probe.folder / "model", batch, target, label=probe.label, seed=0,
-                              device=str(device), progress=False, **call)
-    return Attempt(time.perf_counter() - started, memory.peak_mb, memory.base_mb, memory.cuda)
+                              device=str(device), progress=False,
+                              **({**call, "steps": step_count} if step_count else call))
+        return time.perf_counter() - started
+
+    with PeakMemory(device) as memory:
+        if not steps:
+            return Attempt(timed(None, "whole"), memory.peak_mb, memory.base_mb, memory.cuda)
+        timed(PROBE_SAMPLE_STEPS, "warm-up")
+        short = timed(PROBE_SAMPLE_STEPS, "short")
+        long = timed(2 * PROBE_SAMPLE_STEPS, "long")
+    return Attempt(short, memory.peak_mb, memory.base_mb, memory.cuda,
+                   step_seconds=max(long - short, 0.0) / PROBE_SAMPLE_STEPS)
+
+
+def sample_estimate(call_seconds: float, step_seconds: float, probe_steps: int, full_steps: int, batch: int,
+                    images: int, calls: int) -> float:
+    """Seconds to draw `images` images in `calls` sample calls of `full_steps` steps at `batch` per step:
+
+        fixed = max(call_seconds - probe_steps x step_seconds, 0)     (a call's cost besides its steps)
+        total = calls x fixed + ceil(images / batch) x full_steps x step_seconds
+    """
+    fixed = max(call_seconds - probe_steps * step_seconds, 0.0)
+    return calls * fixed + math.ceil(images / max(batch, 1)) * full_steps * step_seconds
 
 
 def probe_generator(dry: DryRun, generator: ResolvedGenerator, scratch: Path, device: Any,
@@ -438,14 +466,17 @@ def probe_generator(dry: DryRun, generator: ResolvedGenerator, scratch: Path, de
     if not few_steps:
         sample_batch = 1  # a whole sample (no step count to cut), so one image
     sample_row = ProbeRow(f"sample {spec.name}")
-    with_halving(_sample_attempt, (probe, few_steps, sampler, device), sample_batch, sample_row, device,
-                 cap).into(sample_row)
-    per_image = sample_row.probe_seconds / max(sample_row.batch or 1, 1)
-    if few_steps:
-        per_image *= few_steps / PROBE_SAMPLE_STEPS
-        sample_row.notes.append(f"{PROBE_SAMPLE_STEPS} of {few_steps} sampling steps timed")
-    sample_row.estimate_seconds = per_image * total_images
-    sample_row.notes.append(f"{total_images} images")
+    attempt = with_halving(_sample_attempt, (probe, few_steps, sampler, device), sample_batch, sample_row, device,
+                           cap)
+    attempt.into(sample_row)
+    if few_steps and attempt.step_seconds is not None:
+        sample_row.estimate_seconds = sample_estimate(attempt.seconds, attempt.step_seconds, PROBE_SAMPLE_STEPS,
+                                                      few_steps, sample_row.batch or 1, total_images, len(samples))
+        sample_row.notes.append(f"calls of {PROBE_SAMPLE_STEPS} and {2 * PROBE_SAMPLE_STEPS} of {few_steps} "
+                                f"sampling steps timed after a warm-up call ({attempt.step_seconds:.3g} s per step)")
+    else:
+        sample_row.estimate_seconds = sample_row.probe_seconds / max(sample_row.batch or 1, 1) * total_images
+    sample_row.notes.append(f"{total_images} images in {len(samples)} sample unit(s)")
     return [fit_row, sample_row]
 
 
