@@ -9,7 +9,7 @@ few of its candidate images. `GeneratorSpec.image_choice` says which few:
 
       a(i) = mean_{j != i} (1 - r(t_i, t_j)),
 
-  where t is the image as a 32x32 grey thumbnail (bilinear, aspect not kept) and r is Pearson's
+  where t is the image as a 32x32 grey thumbnail (antialiased bilinear, aspect not kept) and r is Pearson's
   correlation over its pixels, so the probe's footprint and the anatomy's layout count, not the gain
   (a plain pixel distance would call a nearly black frame typical: it is close to everything).
   Smallest a(i) first, ties in manifest order. Typical images resemble one another, so a few-image
@@ -23,19 +23,21 @@ from the validation fold. The lung study had no such choice to make: it trained 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from sonosynth.data.images import load_grayscale
 from sonosynth.data.manifest import Manifest
+from sonosynth.metrics.quality.images import ImageStore, resize
 
 THUMBNAIL = 32
 
 
+@functools.lru_cache(maxsize=4096)
 def thumbnail(path: str) -> np.ndarray:
-    from PIL import Image
-
-    image = Image.fromarray(load_grayscale(path)).resize((THUMBNAIL, THUMBNAIL), Image.BILINEAR)
-    return np.asarray(image, dtype=np.float32) / 255.0
+    """The image at THUMBNAIL x THUMBNAIL in [0, 1], resized as every metric resizes; cached, because
+    every fold and every capped generator of a plan ranks mostly the same images."""
+    return resize(ImageStore().get(path), (THUMBNAIL, THUMBNAIL))
 
 
 def atypicality(thumbnails: np.ndarray) -> np.ndarray:
@@ -55,14 +57,14 @@ def atypicality(thumbnails: np.ndarray) -> np.ndarray:
 
 def typical_first(images: Manifest) -> Manifest:
     """`images` reordered class by class (classes in manifest order), most typical image first."""
-    table = images.table
+    labels = images.table["label"].astype(str).to_numpy()
     paths = images.absolute_paths()
     order: list[int] = []
-    for label in dict.fromkeys(table["label"].astype(str)):
-        members = np.flatnonzero((table["label"].astype(str) == label).to_numpy())
+    for label in dict.fromkeys(labels):
+        members = np.flatnonzero(labels == label)
         scores = atypicality(np.stack([thumbnail(str(paths[i])) for i in members]))
         order += [int(members[k]) for k in np.argsort(scores, kind="stable")]
-    return Manifest(table.iloc[order].reset_index(drop=True), images.root)
+    return Manifest(images.table.iloc[order].reset_index(drop=True), images.root)
 
 
 def choose(images: Manifest, rule: str) -> Manifest:

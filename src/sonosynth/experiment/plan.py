@@ -586,7 +586,8 @@ class _PlanBuilder:
         return self.add(_unit(
             "quality", payload, units.quality_unit,
             (tuple(Upstream("sample", u.key, "samples") for u in synthetic), RUN_FOLDER, data.train, quality,
-             self.study.quality, Upstream(reference.kind, reference.key) if reference else None, self.spec.device, data.validation),
+             self.study.quality, Upstream(reference.kind, reference.key) if reference else None, self.spec.device,
+             data.validation),
             f"quality {generator} {where}".strip(), depends, unit_resources(self.spec.device)))
 
 
