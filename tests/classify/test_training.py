@@ -227,6 +227,32 @@ def test_without_early_stopping_every_epoch_runs_and_the_best_is_kept(fold):
     assert result.best_epoch == int(result.history.loc[result.history["stop_loss"].idxmin(), "epoch"])
 
 
+def test_bf16_training_is_a_switch_that_learns_like_fp32_and_leaves_fp32_weights(fold):
+    classes = ["covid", "healthy", "pneumonia"]
+    fit = ManifestDataset(fold.train, classes, image_size=32)
+    results = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = create_classifier("small_cnn", 3, image_size=32)
+        config = smoke(epochs=4, learning_rate=0.01, early_stopping=False, precision=precision)
+        history = train_classifier(model, fit, None, config, CPU, progress=False).history
+        weights = model.state_dict()
+        assert all(w.dtype == torch.float32 and w.is_contiguous() for w in weights.values() if w.is_floating_point())
+        results[precision] = (history["train_loss"].to_numpy(), torch.cat([w.flatten() for w in weights.values()
+                                                                           if w.is_floating_point()]))
+    (loss32, w32), (loss16, w16) = results["fp32"], results["bf16"]
+    assert loss16[-1] < loss16[0] and loss32[-1] < loss32[0]        # both learn
+    assert not torch.equal(w32, w16)                                 # bf16 is a different computation ...
+    assert abs(loss16[-1] - loss32[-1]) < 0.25 * loss32[0]           # ... that ends near the fp32 one
+
+
+def test_precision_is_validated_and_fp32_keeps_the_cache_key_of_runs_made_before_it():
+    assert "precision" not in smoke().unit_fields()
+    assert smoke(precision="bf16").unit_fields()["precision"] == "bf16"
+    with pytest.raises(SonosynthError, match="precision"):
+        smoke(precision="fp16")
+
+
 def test_augment_real_augments_the_real_images_of_every_regime(fold, synthetic):
     for regime in REGIMES:
         plan = plan_regime(regime, fold.train, synthetic, augment_real=True)

@@ -209,6 +209,23 @@ def test_sampling_is_deterministic_per_seed_and_batch_independent(trained):
     assert not torch.allclose(together[0], together[1])
 
 
+def test_gamma_max_scales_what_the_fine_scales_add_to_the_upsampled_coarse_sample(trained):
+    """sharp = x~ + (x0_mix - x~) / (1 - g): the departure from the coarse sample grows with the clamp g."""
+    model = SinDDMModel.from_pretrained(trained, "cpu")
+    fine_sizes = model.sizes
+    model.sizes = fine_sizes[:1]
+    coarse = generate(model, [0, 1, 2, 3])
+    model.sizes = fine_sizes
+    upsampled = torch.nn.functional.interpolate(coarse, size=fine_sizes[-1], mode="bilinear", align_corners=False)
+    departure = [float((generate(model, [0, 1, 2, 3], gamma_max=g) - upsampled).abs().mean()) for g in (0.0, 0.5, 0.9)]
+    assert departure[0] < departure[1] < departure[2], departure
+
+
+def test_cpu_preset_takes_the_fine_scale_estimate_as_is_and_paper_keeps_the_official_clamp():
+    assert load_config(SinDDMConfig, "sinddm", "cpu").sample_gamma_max == 0.0
+    assert load_config(SinDDMConfig, "sinddm", "paper").sample_gamma_max == 0.55
+
+
 def test_sample_writes_provenance_and_resumes(trained, tmp_path):
     generator = create_generator("sinddm")
     first = generator.sample(trained, 2, tmp_path / "set", seed=10, progress=False)

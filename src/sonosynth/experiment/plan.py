@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
+from sonosynth.classify.training import ClassifierTrainConfig
 from sonosynth.config import format_validation_error
 from sonosynth.data.images import IMAGE_SUFFIXES
 from sonosynth.data.manifest import Manifest
@@ -319,13 +320,13 @@ def unit_resources(device: str, gpus: int = 1) -> Resources:
     return Resources(cpus=float(gpus), gpus=float(gpus))
 
 
-def regime_unit(regime: str, model: str, config: BaseModel, fold: FoldData, synthetic: Manifest | None,
+def regime_unit(regime: str, model: str, config: ClassifierTrainConfig, fold: FoldData, synthetic: Manifest | None,
                 stop: Manifest | None, pretrained: str = "none", weights: Path | None = None,
                 device: str = "auto", progress: bool = True) -> Unit:
     """One classifier run on explicit manifests as a unit (the `classify` command runs it in its --out folder)."""
     hasher = FileHasher()
     payload = {
-        "regime": regime, "model": model, "config": config.model_dump(mode="json"),
+        "regime": regime, "model": model, "config": config.unit_fields(),
         "pretrained": _file_identity(pretrained), "weights": _file_identity(weights),
         "train": hasher.manifest(fold.train), "validation": hasher.manifest(fold.validation),
         "synthetic": hasher.manifest(synthetic) if synthetic is not None else None,
@@ -537,7 +538,7 @@ class _PlanBuilder:
                  synthetic: tuple[Unit, ...] | None, stop: Manifest, where: str = "") -> Unit:
         config = classifier.configs[seed]
         payload = {
-            "regime": condition.regime, "model": classifier.spec.model, "config": config.model_dump(mode="json"),
+            "regime": condition.regime, "model": classifier.spec.model, "config": config.unit_fields(),
             "pretrained": classifier.pretrained, "weights": classifier.weights,
             **({"options": classifier.spec.options} if classifier.spec.options else {}),
             "train": self.hasher.manifest(data.train), "validation": self.hasher.manifest(data.validation),

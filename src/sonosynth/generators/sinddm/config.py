@@ -92,8 +92,13 @@ class SinDDMConfig(GeneratorConfig):
     sample_stride: int = Field(1, ge=1, description="1 = every timestep (official); k = about 1/k of the steps "
                                "per scale, DDIM-like respacing (faster, smoother speckle as k grows; "
                                "benchmarks/sinddm_speed.py measures it); the default stays official")
-    sample_gamma_max: float = Field(0.55, ge=0, lt=1, description="blend weight clamp during sampling "
-                                    "(official 0.55)")
+    sample_gamma_max: float = Field(0.55, ge=0, lt=1, description="blend weight clamp g during sampling "
+                                    "(official 0.55). A fine-scale step takes sharp = x~ + (x0_mix - x~) / (1 - g): "
+                                    "what the network adds to the upsampled coarser sample x~, detail and error "
+                                    "alike, is multiplied by 1 / (1 - g), and the excess compounds over the "
+                                    "scales. An undertrained model's error then turns mid-grey into black holes "
+                                    "and raises the contrast above the source's; 0 takes the network's estimate "
+                                    "as it is (see sampling.py)")
     scale_mul: tuple[float, float] = Field((1.0, 1.0), description="(height, width) multiplier of the output "
                                            "size relative to the training size (official --scale_mul)")
 

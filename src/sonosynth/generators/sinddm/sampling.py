@@ -3,15 +3,17 @@
 Coarsest scale: ancestral DDPM from pure noise over all T steps, x_0 estimates clamped to [-1, 1].
 Each finer scale s: the previous sample, bilinearly upsampled, is the blurry image x~; it is noised to
 the scale's start step k_s and denoised with the official deterministic update (its posterior variance
-is 0 for omega = 0): with g_t = min(gamma_t^s, 0.55),
+is 0 for omega = 0): with g_t = min(gamma_t^s, gamma_max) (official gamma_max: 0.55),
 
     x0_mix   = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t)          (clamped)
     sharp    = (x0_mix - g_t x~) / (1 - g_t)
     target   = g_{t-1} x~ + (1 - g_{t-1}) sharp                 (clamped)
     x_{t-1}  = sqrt(ab_{t-1}) target + sqrt(1 - ab_{t-1}) (x_t - sqrt(ab_t) x0_mix) / sqrt(1 - ab_t)
 
-and the last step returns clamp(sharp). A v-prediction model (SinDDMConfig.prediction = "v", not official)
-enters these updates through eps = sqrt(1 - ab_t) x_t + sqrt(ab_t) v, so its x0 estimate is exactly
+and the last step returns clamp(sharp). Written as sharp = x~ + (x0_mix - x~) / (1 - g_t), the update
+multiplies whatever the network adds to x~ by 1 / (1 - g_t); the `cpu` preset sets gamma_max = 0
+(SinDDMConfig.sample_gamma_max says why), the `paper` preset keeps 0.55. A v-prediction model
+(SinDDMConfig.prediction = "v", not official) enters these updates through eps = sqrt(1 - ab_t) x_t + sqrt(ab_t) v, so its x0 estimate is exactly
 sqrt(ab_t) x_t - sqrt(1 - ab_t) v. As in the official code, the first network call at a fine
 scale uses t = k_s - 1 on an image noised to level k_s. With `stride` > 1 the same updates run on a
 respaced subset of timesteps (t-1 replaced by the next visited t). The official code also adds noise of
