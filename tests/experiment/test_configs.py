@@ -86,7 +86,9 @@ def test_lung_cpu_reaches_the_sinddm_options_through_the_spec():
     study = resolve_study(load_spec(CONFIGS[[p.stem for p in CONFIGS].index("lung-cpu")]))
     sinddm, fewddm = study.generator("SinDDM"), study.generator("FewDDM")
     assert sinddm.config.prediction == fewddm.config.prediction == "v"
-    assert sinddm.config.budget_seconds == 210 and sinddm.config.coarsest_max == 32
+    assert (sinddm.config.budget_seconds, fewddm.config.budget_seconds) == (150, 195)
+    assert sinddm.config.coarsest_max == 32 and sinddm.config.sample_gamma_max == fewddm.config.sample_gamma_max == 0
+    assert {config.precision for config in study.classifiers[0].configs.values()} == {"bf16"}
     assert fewddm.config.image_embedding and fewddm.spec.max_images_per_model == 3
     assert {g.spec.image_choice for g in study.generators} == {"typical"}
     assert (study.quality.reader.image_size, study.quality.reader.stem_stride) == (128, 2)
