@@ -151,9 +151,14 @@ def predict_probabilities(model: nn.Module, dataset: Dataset, device: torch.devi
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0))
 
 
+def _memory_format(precision: Precision) -> torch.memory_format:
+    # Channels-last is what makes bf16 convolutions fast on the CPU (oneDNN); fp32 keeps the baseline layout.
+    return torch.contiguous_format if precision == "fp32" else torch.channels_last
+
+
 def _to_device(images: torch.Tensor, device: torch.device, precision: Precision) -> torch.Tensor:
     images = images.to(device)
-    return images.contiguous(memory_format=torch.channels_last) if precision != "fp32" and images.dim() == 4 else images
+    return images.contiguous(memory_format=_memory_format(precision)) if images.dim() == 4 else images
 
 
 @torch.no_grad()
@@ -193,8 +198,7 @@ def train_classifier(model: nn.Module, fit: Dataset, stop: Dataset | None, confi
     the next epoch with the same result; the state file is removed when training ends.
     """
     precision = resolve_precision(config.precision, device)
-    # Channels-last is what makes bf16 convolutions fast on the CPU (oneDNN); fp32 keeps the baseline layout.
-    model.to(device=device, memory_format=torch.channels_last if precision != "fp32" else torch.contiguous_format)
+    model.to(device=device, memory_format=_memory_format(precision))
     targets = getattr(fit, "targets", None)
     weight = None
     if config.class_weighting:
@@ -239,8 +243,7 @@ def train_classifier(model: nn.Module, fit: Dataset, stop: Dataset | None, confi
             improved = stop is None or (watching and stop_loss < best_loss - config.min_delta)
             if improved:
                 best_loss, best_epoch, waited = stop_loss, epoch, 0
-                best_state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
-                              for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             elif watching:
                 waited += 1
             history.append({"stage": stage, "epoch": epoch, "train_loss": train_loss,
