@@ -37,3 +37,19 @@ def test_a_bad_override_names_the_spec_field():
     spec = smoke_spec(split=SPLIT, quality={**SMOKE["quality"], "overrides": {"reader": {"stem_stride": 3}}})
     with pytest.raises(SonosynthError, match=r"quality\.overrides\.reader\.stem_stride"):
         resolve_study(spec)
+
+
+def test_a_changed_preset_file_changes_the_quality_keys_though_the_spec_is_the_same(tmp_path, monkeypatch):
+    import sonosynth.config as config
+
+    before = _quality_units(tmp_path / "a")
+    real_values = config.preset_values
+
+    def edited(component, preset):
+        values = real_values(component, preset)
+        return {**values, "audit_size": values.get("audit_size", 64) + 8} if component == "quality" else values
+
+    monkeypatch.setattr(config, "preset_values", edited)
+    after = _quality_units(tmp_path / "b")
+    assert after[0].args[4].audit_size == before[0].args[4].audit_size + 8
+    assert {u.key for u in before}.isdisjoint(u.key for u in after)

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from sonosynth.report.tables import ci95, ci_text
+from sonosynth.report.tables import ci95, ci_text, to_markdown
 
 
 def test_ci_of_accuracies_near_one_is_clipped_to_one():
@@ -42,3 +42,9 @@ def test_with_real_regular_the_report_also_pairs_synthetic_plus_regular_against_
     assert list(chosen["condition"]) == ["real+synthetic+regular [G]"] and set(chosen["vs"]) == {"real+regular"}
     assert chosen["mean diff"].iloc[0] == pytest.approx(0.1)  # 0.75 - 0.65 on every fold
     assert [a for a, _, _ in _paired_baselines("real", {"real", "real+synthetic [G]"})] == ["real"]
+
+
+def test_markdown_cells_print_rounding_noise_as_zero_and_keep_small_real_values():
+    table = pd.DataFrame({"mean difference": [-2.220446049250313e-17, 0.0004, float("nan")], "p": [1.0, 0.0625, 0.5]})
+    rows = to_markdown(table).splitlines()[2:]
+    assert rows == ["| 0 | 1 |", "| 0.0004 | 0.0625 |", "|  | 0.5 |"]

@@ -259,6 +259,25 @@ def test_resume_continues_exactly(stripe_manifest, tmp_path):
             torch.testing.assert_close(value, state_b["optimizer"]["state"][key][name], atol=1e-6, rtol=1e-5)
 
 
+def test_resuming_a_finished_fit_with_new_sampling_defaults_stores_them_without_training(stripe_manifest, tmp_path):
+    from sonosynth.generators.base import read_record
+
+    generator = create_generator("sinddm")
+    run = tmp_path / "run"
+    generator.fit(stripe_manifest, run, smoke_config(train_steps=2), progress=False)
+    weights_before = (run / "model.safetensors").read_bytes()
+    generator.fit(stripe_manifest, run, smoke_config(train_steps=2, sample_stride=2, sample_gamma_max=0.0),
+                  progress=False)
+    record = read_record(run)
+    assert record.step == 2 and record.complete
+    assert record.config["sample_stride"] == 2 and record.config["sample_gamma_max"] == 0.0
+    assert (run / "model.safetensors").read_bytes() == weights_before
+    # More steps: trained as before, and the checkpoint written at the end carries the settings.
+    generator.fit(stripe_manifest, run, smoke_config(train_steps=4, sample_stride=3), progress=False)
+    record = read_record(run)
+    assert record.step == 4 and record.config["sample_stride"] == 3
+
+
 def test_resume_refuses_other_config_or_images(stripe_manifest, tmp_path):
     generator = create_generator("sinddm")
     generator.fit(stripe_manifest, tmp_path / "run", smoke_config(train_steps=2), progress=False)

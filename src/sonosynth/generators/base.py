@@ -272,9 +272,27 @@ def start_fit(kind: str, kinds: Iterable[str], training: Manifest, out: str | os
         raise SonosynthError(f"{where}; cannot resume with a different config ({details}). Only "
                              f"{sorted(type(config).resumable_fields)} may change on resume: set the changed "
                              "field(s) back to the checkpoint's value(s), or train into another --out.")
+    record = _store_settings_of_finished_fit(out, record, config)
     if record.step:
         log.info("%s: resuming from step %d", out, record.step)
     return FitStart(config, record, record.budget, images)
+
+
+def _store_settings_of_finished_fit(out: Path, record: CheckpointRecord, config: GeneratorConfig) -> CheckpointRecord:
+    """A finished fit resumed with new resumable settings (sampling defaults, batch sizes) and the same schedule
+    has nothing left to train, so no checkpoint would be written and the new settings would be silently lost:
+    store them in generator.json now (the weights and training state are untouched)."""
+    current = config.model_dump(mode="json")
+    if not record.complete or current == record.config:
+        return record
+    if type(config).model_validate(record.config).training_schedule() != config.training_schedule():
+        return record  # more to train: the next checkpoint stores the new settings with the new weights
+    changed = config_changes(record.config, current, ())
+    updated = record.model_copy(update={"config": current})
+    write_record(out, updated)
+    log.info("%s: finished fit, nothing to train; stored the new settings %s", out,
+             ", ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed))
+    return updated
 
 
 def _release_probe_memory() -> None:

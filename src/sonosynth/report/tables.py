@@ -247,7 +247,8 @@ def to_markdown(table: pd.DataFrame, index: bool = False) -> str:
     frame = table.reset_index() if index else table
     def cell(value: object) -> str:
         if isinstance(value, float):
-            return "" if np.isnan(value) else f"{value:.4g}"
+            # Rounding noise (a paired mean of -2.2e-17 where folds tie) prints as the zero it is.
+            return "" if np.isnan(value) else f"{0.0 if abs(value) < 1e-12 else value:.4g}"
         return str(value).replace("|", "\\|")
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
