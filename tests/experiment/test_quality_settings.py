@@ -40,7 +40,7 @@ def test_a_bad_override_names_the_spec_field():
 
 
 def test_a_changed_preset_file_changes_the_quality_keys_though_the_spec_is_the_same(tmp_path, monkeypatch):
-    import sonosynth.config as config
+    from sonosynth import config
 
     before = _quality_units(tmp_path / "a")
     real_values = config.preset_values
