@@ -582,7 +582,7 @@ class _PlanBuilder:
                    "quality": quality.model_dump(mode="json", exclude={"domain_preset", "domain_overrides"}
                                                  | (set() if quality.overrides else {"overrides"})),
                    # The resolved settings, so a changed preset file recomputes (the spec names only the preset).
-                   "settings": self.study.quality.model_dump(mode="json") if self.study.quality else None,
+                   "settings": self.study.quality.model_dump(mode="json"),
                    "inception_weights": _file_identity(quality.inception_weights),
                    "reference": reference.key if reference else None}
         depends = tuple(u.key for u in synthetic) + ((reference.key,) if reference else ())

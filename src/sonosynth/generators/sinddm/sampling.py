@@ -14,8 +14,9 @@ and the last step returns clamp(sharp). Written as sharp = x~ + (x0_mix - x~) / 
 multiplies whatever the network adds to x~ by 1 / (1 - g_t); the `cpu` preset sets gamma_max = 0
 (SinDDMConfig.sample_gamma_max says why), the `paper` preset keeps 0.55. A v-prediction model
 (SinDDMConfig.prediction = "v", not official) enters these updates through
-eps = sqrt(1 - ab_t) x_t + sqrt(ab_t) v, so its x0 estimate is exactly sqrt(ab_t) x_t - sqrt(1 - ab_t) v. As in the official code, the first network call at a fine
-scale uses t = k_s - 1 on an image noised to level k_s. With `stride` > 1 the same updates run on a
+eps = sqrt(1 - ab_t) x_t + sqrt(ab_t) v, so its x0 estimate is exactly sqrt(ab_t) x_t - sqrt(1 - ab_t) v.
+As in the official code, the first network call at a fine scale uses t = k_s - 1 on an image noised to
+level k_s. With `stride` > 1 the same updates run on a
 respaced subset of timesteps (t-1 replaced by the next visited t). The official code also adds noise of
 standard deviation exp(0.5 log 1e-20) = 1e-10 at each fine-scale step, below float32 resolution of
 values near 1, so it is left out; and it builds autograd graphs while sampling, which this code does
