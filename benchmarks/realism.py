@@ -5,7 +5,11 @@ the settings that study trains them with), on the same real images:
 
 - training images: the first `--images` pneumonia still images (by file name) for per-image models,
   the first `--fold-images` for a per-fold model (FewDDM learns from several images at once), at most the
-  generator's `max_images_per_model`;
+  generator's `max_images_per_model`. With `--train-on frames` they are video frames instead: the
+  middle frame of each pneumonia clip, clips in file-name order. Stills and frames differ in texture
+  (photos against compressed video), and the reader's real side is frames, so a generator that
+  reproduces its still well is still told apart by that difference: with stills the reader measures
+  "frame-likeness" as much as realism. Train on frames to compare like with like;
 - `samples_per_model` samples of each model (the config's number);
 - the metrics of the study's quality unit (`evaluate_quality`; SIFID in the fixed random-CNN space, which
   is blind to noise, so read SIFID beside the reader and the grids):
@@ -93,6 +97,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=None,
                         help="training images of per-image generators (default: the config's max_models, else 2)")
     parser.add_argument("--fold-images", type=int, default=6, help="training images of a per-fold generator")
+    parser.add_argument("--train-on", choices=["stills", "frames"], default="stills",
+                        help="the generators' training images: pneumonia stills, or the middle frame of each "
+                             "pneumonia clip (the reader's real side is frames; see above)")
     parser.add_argument("--generators", nargs="*", default=None,
                         help="only these: generator names of the config and/or 'guided' (default: all of them)")
     parser.add_argument("--quick", action="store_true",
@@ -132,6 +139,19 @@ def _stills(manifest):
     is_still = table["source"].fillna("").str.lower().str.endswith(IMAGE_SUFFIXES)
     order = table[is_still].sort_values("source").index
     return [manifest.where(manifest.table.index == i) for i in order]
+
+
+def _middle_frames(manifest):
+    """One row per pneumonia clip, its middle sampled frame, clips ordered by file name."""
+    from sonosynth.data.images import IMAGE_SUFFIXES
+
+    table = manifest.table
+    clips = table[~table["source"].fillna("").str.lower().str.endswith(IMAGE_SUFFIXES)]
+    rows = []
+    for _, frames in sorted(clips.groupby("source"), key=lambda item: item[0]):
+        ordered = frames.sort_values("frame_index", key=lambda column: column.astype(int))
+        rows.append(ordered.index[len(ordered) // 2])
+    return [manifest.where(manifest.table.index == i) for i in rows]
 
 
 def _config(generator, quick: bool):
@@ -225,11 +245,11 @@ def main() -> None:
     if not generators or spec.data.pocus is None:
         raise SystemExit(f"{args.config}: no POCUS data section or no generator named {args.generators}.")
     manifest = _real_data(args.data, out, spec.data.pocus.options)
-    stills = _stills(manifest)
+    stills = _stills(manifest) if args.train_on == "stills" else _middle_frames(manifest)
     per_image = 1 if args.quick else (args.images or max((g.max_models or 0) for g in generators) or 2)
     fold_images = 2 if args.quick else args.fold_images
     if len(stills) < max(per_image, fold_images) + 1:
-        raise SystemExit(f"only {len(stills)} pneumonia still images under {args.data}; lower --images/--fold-images.")
+        raise SystemExit(f"only {len(stills)} pneumonia {args.train_on} under {args.data}; lower --images/--fold-images.")
     # The study's own quality settings (its preset and overrides, such as a full-size reader).
     quality = load_quality_config("smoke") if args.quick else (resolve_quality(spec) or load_quality_config("cpu"))
     extractor = create_extractor(RANDOM_CNN, device=args.device)
@@ -251,8 +271,8 @@ def main() -> None:
         report = evaluate_quality(synthetic, training, extractor, quality, reader_real=manifest)
         row = report.table.iloc[0]
         rows.append({
-            "generator": generator.name, "preset": generator.preset, "models": len(groups), "samples": len(synthetic),
-            "reader_auc": row["reader_auc"], "reader_auc_lo": row["reader_auc_lo"],
+            "generator": generator.name, "preset": generator.preset, "train_on": args.train_on,
+            "models": len(groups), "samples": len(synthetic), "reader_auc": row["reader_auc"], "reader_auc_lo": row["reader_auc_lo"],
             "reader_auc_hi": row["reader_auc_hi"], "reader_fake_detection": row["reader_fake_detection"],
             "reader_real_images": row["reader_real_images"], "sifid": row["sifid"], "ssim": row["ssim"],
             "patch_swd": _patch_swd_per_model(synthetic, store), "fit_s": fit_s, "sample_s": sample_s,
@@ -262,7 +282,8 @@ def main() -> None:
     table = pd.DataFrame(rows)
     table.to_csv(out / "realism.csv", index=False)
     print(f"\nrealism on POCUS {LABEL} ({'quick' if args.quick else 'full'}; features {extractor.description}); "
-          f"reader real side: {int(table['reader_real_images'].iloc[0])} frames of unseen patients")
+          f"reader real side: {int(table['reader_real_images'].iloc[0])} images (frames and stills) of unseen patients; "
+          f"generators trained on {args.train_on}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"grids and tables in {out}")
 

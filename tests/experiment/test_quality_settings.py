@@ -19,11 +19,12 @@ def _quality_units(tmp_path, **quality):
 
 def test_reader_overrides_reach_every_quality_unit_and_change_its_key(tmp_path):
     plain = _quality_units(tmp_path / "a")
-    full_size = _quality_units(tmp_path / "b", overrides={"reader": {"image_size": 128, "stem_stride": 2}})
+    full_size = _quality_units(tmp_path / "b", overrides={"reader": {"image_size": 128, "stem_stride": 2,
+                                                                      "highpass_weight": 0.0}})
     assert plain and len(plain) == len(full_size)
     for unit in full_size:
         metrics = unit.args[4]
-        assert (metrics.reader.image_size, metrics.reader.stem_stride) == (128, 2)
+        assert (metrics.reader.image_size, metrics.reader.stem_stride, metrics.reader.highpass_weight) == (128, 2, 0.0)
         assert metrics.audit_size == plain[0].args[4].audit_size  # the rest is the preset's
     assert {u.key for u in plain}.isdisjoint(u.key for u in full_size)
 
@@ -33,9 +34,11 @@ def test_the_spec_threshold_and_reader_switch_win_over_the_preset(tmp_path):
     assert unit.args[4].threshold == 0.9 and unit.args[4].reader_enabled is False
 
 
-def test_a_bad_override_names_the_spec_field():
-    spec = smoke_spec(split=SPLIT, quality={**SMOKE["quality"], "overrides": {"reader": {"stem_stride": 3}}})
-    with pytest.raises(SonosynthError, match=r"quality\.overrides\.reader\.stem_stride"):
+@pytest.mark.parametrize(("field", "value"), [("stem_stride", 3), ("highpass_weight", -1.0), ("gain_jitter", 1.0),
+                                           ("crop_min", 0.0)])
+def test_a_bad_override_names_the_spec_field(field, value):
+    spec = smoke_spec(split=SPLIT, quality={**SMOKE["quality"], "overrides": {"reader": {field: value}}})
+    with pytest.raises(SonosynthError, match=rf"quality\.overrides\.reader\.{field}"):
         resolve_study(spec)
 
 

@@ -19,8 +19,18 @@ Protocol, per class:
    records (`grouped = False`): the reader may then learn that model's quirks, so read AUC as an upper bound.
 3. One fresh CNN per fold, trained on the other folds with the class-balanced logistic loss
    (each side weighted by 1 / its image count, so the decision threshold p = 0.5 is the balanced one),
-   horizontal flips as augmentation (a fan is mirror-symmetric), a fixed number of steps on random
-   batches (no early stopping: there is no third set of patients to stop on).
+   a fixed number of steps on random batches (no early stopping: there is no third set of patients to
+   stop on). Augmentations: horizontal flips (a fan is mirror-symmetric); a random square crop per
+   batch of side U(`crop_min`, 1) x the image, at a random place (the net is fully convolutional with
+   global pooling, so it is scored on whole images); a random gain per image, x U(1 - g, 1 + g) with
+   g = `gain_jitter`, clipped to [0, 1]. The input is the image in [-1, 1] and, with
+   `highpass_weight` w > 0, a second channel w (x - box3(x)), the image minus its 3 x 3 mean
+   (replicate-padded): the speckle-scale residual. Why: with a few held-out patients per side, a
+   reader of the raw image alone learns brightness and layout, which differ between patients, and
+   then calls unfamiliar real patients synthetic and saturated white noise real. Crops and gain
+   jitter take those shortcuts away; the residual channel puts texture (speckle, per-pixel noise,
+   over-smooth fills) in front of the first conv. w brings the residual (a few hundredths on
+   speckle) to the raw channel's range. w = 0, g = 0 and `crop_min` = 1 give the raw-image reader.
 4. Scores. Out-of-fold probabilities of every image give one ROC AUC. Its confidence interval comes
    from a cluster bootstrap: real groups and synthetic groups are resampled with replacement
    (each side separately, `bootstrap` times) and the AUC recomputed; the percentile interval at
@@ -65,6 +75,11 @@ class ReaderConfig(StrictModel):
     stem_stride: Literal[1, 2] = Field(
         1, description="stride of the first conv (2: a 128 px reader at the cost of a 64 px one; it still sees "
         "every pixel, so blur and missing fine speckle stay visible)")
+    highpass_weight: float = Field(16.0, ge=0, description="weight w of the input's second channel w (x - box3(x)), "
+                                   "its speckle-scale residual (0: the raw image only)")
+    gain_jitter: float = Field(0.3, ge=0, lt=1, description="training images' gain is multiplied by U(1 - g, 1 + g)")
+    crop_min: float = Field(0.75, gt=0, le=1, description="each training batch is a random square crop of side "
+                            "U(crop_min, 1) x the image (1: no crops)")
     bootstrap: int = Field(1000, ge=0, description="cluster-bootstrap resamples for the AUC interval (0: none)")
     confidence: float = Field(0.95, gt=0, lt=1)
     min_images: int = Field(4, ge=2, description="fewer images than this on either side: the reader is skipped")
@@ -100,15 +115,17 @@ class ReaderNet(nn.Module):
     """Conv-ReLU stages, each halving the resolution, global average pooling, one logit.
 
     With `stem_stride` 2 the first conv also strides, so a 128 px input costs what a 64 px one does.
+    With `highpass_weight` w > 0 the input gains a second channel, w (x - box3(x)).
 
     No normalization layers: BatchNorm's running statistics lag on a few dozen images (eval scores
     collapse toward one value), and per-image normalizations would erase gain, a real tell.
     """
 
-    def __init__(self, widths: Sequence[int], stem_stride: int = 1) -> None:
+    def __init__(self, widths: Sequence[int], stem_stride: int = 1, highpass_weight: float = 0.0) -> None:
         super().__init__()
+        self.highpass_weight = highpass_weight
         layers: list[nn.Module] = []
-        channels = 1
+        channels = 2 if highpass_weight > 0 else 1
         for stage, width in enumerate(widths):
             stride = stem_stride if stage == 0 else 1
             layers += [nn.Conv2d(channels, width, 3, stride=stride, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
@@ -117,7 +134,12 @@ class ReaderNet(nn.Module):
         self.head = nn.Linear(channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x * 2.0 - 1.0).mean(dim=(2, 3))).squeeze(1)
+        """x: (N, 1, H, W) in [0, 1] -> (N,) logits of "synthetic"."""
+        inputs = x * 2.0 - 1.0
+        if self.highpass_weight > 0:
+            box = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+            inputs = torch.cat([inputs, self.highpass_weight * (x - box)], dim=1)
+        return self.head(self.body(inputs).mean(dim=(2, 3))).squeeze(1)
 
 
 def held_out_folds(labels: np.ndarray, groups: Sequence[str], folds: int) -> tuple[list[np.ndarray], bool]:
@@ -148,11 +170,21 @@ def _tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([resize(np.asarray(i, dtype=np.float32), (size, size)) for i in images]))[:, None]
 
 
+def _random_crop(images: torch.Tensor, smallest: float, generator: torch.Generator) -> torch.Tensor:
+    """One random square crop of the whole batch, side U(smallest, 1) x the image's shorter side."""
+    height, width = images.shape[-2:]
+    fraction = smallest + (1.0 - smallest) * torch.rand(1, generator=generator).item()
+    side = max(2, int(min(height, width) * fraction))
+    top = int(torch.randint(0, height - side + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - side + 1, (1,), generator=generator))
+    return images[..., top:top + side, left:left + side]
+
+
 def _train_and_score(x: torch.Tensor, y: torch.Tensor, train: np.ndarray, test: np.ndarray,
                      config: ReaderConfig, seed: int) -> np.ndarray:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    net = ReaderNet(config.widths, config.stem_stride)
+    net = ReaderNet(config.widths, config.stem_stride, config.highpass_weight)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     x_train, y_train = x[train], y[train]
     # Class-balanced loss: each side weighs as much in total, so p = 0.5 is the balanced threshold.
@@ -165,6 +197,11 @@ def _train_and_score(x: torch.Tensor, y: torch.Tensor, train: np.ndarray, test: 
         images = x_train[batch]
         flip = torch.rand(len(batch), generator=generator) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        if config.crop_min < 1:
+            images = _random_crop(images, config.crop_min, generator)
+        if config.gain_jitter > 0:
+            gain = 1.0 + config.gain_jitter * (2.0 * torch.rand(len(batch), 1, 1, 1, generator=generator) - 1.0)
+            images = (images * gain).clamp(0.0, 1.0)
         loss = F.binary_cross_entropy_with_logits(net(images), y_train[batch], weight=weights[batch])
         optimizer.zero_grad()
         loss.backward()
