@@ -118,7 +118,8 @@ class ReaderNet(nn.Module):
     With `highpass_weight` w > 0 the input gains a second channel, w (x - box3(x)).
 
     No normalization layers: BatchNorm's running statistics lag on a few dozen images (eval scores
-    collapse toward one value), and per-image normalizations would erase gain, a real tell.
+    collapse toward one value), and per-image normalizations would erase gain entirely, though a
+    saturated sample is a real tell (training's gain jitter only blurs it).
     """
 
     def __init__(self, widths: Sequence[int], stem_stride: int = 1, highpass_weight: float = 0.0) -> None:
