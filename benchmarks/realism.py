@@ -7,7 +7,7 @@ the settings that study trains them with), on the same real images:
   the first `--fold-images` for a per-fold model (FewDDM learns from several images at once), at most the
   generator's `max_images_per_model`. With `--train-on frames` they are video frames instead: the
   middle frame of each pneumonia clip, clips in file-name order. Stills and frames differ in texture
-  (photos against compressed video), and the reader's real side is frames, so a generator that
+  (photos against compressed video), and the reader's real side is mostly frames, so a generator that
   reproduces its still well is still told apart by that difference: with stills the reader measures
   "frame-likeness" as much as realism. Train on frames to compare like with like;
 - `samples_per_model` samples of each model (the config's number);
@@ -99,7 +99,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--fold-images", type=int, default=6, help="training images of a per-fold generator")
     parser.add_argument("--train-on", choices=["stills", "frames"], default="stills",
                         help="the generators' training images: pneumonia stills, or the middle frame of each "
-                             "pneumonia clip (the reader's real side is frames; see above)")
+                             "pneumonia clip (the reader's real side is mostly frames; see above)")
     parser.add_argument("--generators", nargs="*", default=None,
                         help="only these: generator names of the config and/or 'guided' (default: all of them)")
     parser.add_argument("--quick", action="store_true",
@@ -245,11 +245,11 @@ def main() -> None:
     if not generators or spec.data.pocus is None:
         raise SystemExit(f"{args.config}: no POCUS data section or no generator named {args.generators}.")
     manifest = _real_data(args.data, out, spec.data.pocus.options)
-    stills = _stills(manifest) if args.train_on == "stills" else _middle_frames(manifest)
+    candidates = _stills(manifest) if args.train_on == "stills" else _middle_frames(manifest)
     per_image = 1 if args.quick else (args.images or max((g.max_models or 0) for g in generators) or 2)
     fold_images = 2 if args.quick else args.fold_images
-    if len(stills) < max(per_image, fold_images) + 1:
-        raise SystemExit(f"only {len(stills)} pneumonia {args.train_on} under {args.data}; lower --images/--fold-images.")
+    if len(candidates) < max(per_image, fold_images) + 1:
+        raise SystemExit(f"only {len(candidates)} pneumonia {args.train_on} under {args.data}; lower --images/--fold-images.")
     # The study's own quality settings (its preset and overrides, such as a full-size reader).
     quality = load_quality_config("smoke") if args.quick else (resolve_quality(spec) or load_quality_config("cpu"))
     extractor = create_extractor(RANDOM_CNN, device=args.device)
@@ -257,10 +257,10 @@ def main() -> None:
     rows = []
     for generator in generators:
         if generator.models == "per_image":
-            groups = stills[:per_image]
+            groups = candidates[:per_image]
         else:
             count = min(fold_images, generator.max_images_per_model or fold_images)
-            groups = [concat(stills[:count], out / "data")]
+            groups = [concat(candidates[:count], out / "data")]
         training = concat(groups, out / "data")
         folder = out / "runs" / generator.name
         shutil.rmtree(folder, ignore_errors=True)
@@ -272,8 +272,8 @@ def main() -> None:
         row = report.table.iloc[0]
         rows.append({
             "generator": generator.name, "preset": generator.preset, "train_on": args.train_on,
-            "models": len(groups), "samples": len(synthetic), "reader_auc": row["reader_auc"], "reader_auc_lo": row["reader_auc_lo"],
-            "reader_auc_hi": row["reader_auc_hi"], "reader_fake_detection": row["reader_fake_detection"],
+            "models": len(groups), "samples": len(synthetic), "reader_auc": row["reader_auc"],
+            "reader_auc_lo": row["reader_auc_lo"], "reader_auc_hi": row["reader_auc_hi"], "reader_fake_detection": row["reader_fake_detection"],
             "reader_real_images": row["reader_real_images"], "sifid": row["sifid"], "ssim": row["ssim"],
             "patch_swd": _patch_swd_per_model(synthetic, store), "fit_s": fit_s, "sample_s": sample_s,
         })
