@@ -131,27 +131,23 @@ def _real_data(data: Path, out: Path, options):
     return manifest
 
 
-def _stills(manifest):
-    """One row per pneumonia still image, ordered by file name: the fixed training images."""
-    from sonosynth.data.images import IMAGE_SUFFIXES
+def _one_per_row(manifest):
+    """Single-row manifests, ordered by source file name: the fixed training images."""
+    return [manifest.where(manifest.table.index == i) for i in manifest.table.sort_values("source").index]
 
-    table = manifest.table
-    is_still = table["source"].fillna("").str.lower().str.endswith(IMAGE_SUFFIXES)
-    order = table[is_still].sort_values("source").index
-    return [manifest.where(manifest.table.index == i) for i in order]
+
+def _stills(manifest):
+    """One per pneumonia still image, ordered by file name."""
+    from sonosynth.experiment.plan import is_still
+
+    return _one_per_row(manifest.where(is_still(manifest)))
 
 
 def _middle_frames(manifest):
-    """One row per pneumonia clip, its middle sampled frame, clips ordered by file name."""
-    from sonosynth.data.images import IMAGE_SUFFIXES
+    """One per pneumonia clip, its middle sampled frame (the study's one_per_source), clips by file name."""
+    from sonosynth.experiment.plan import is_still, middle_frame_per_source
 
-    table = manifest.table
-    clips = table[~table["source"].fillna("").str.lower().str.endswith(IMAGE_SUFFIXES)]
-    rows = []
-    for _, frames in sorted(clips.groupby("source"), key=lambda item: item[0]):
-        ordered = frames.sort_values("frame_index", key=lambda column: column.astype(int))
-        rows.append(ordered.index[len(ordered) // 2])
-    return [manifest.where(manifest.table.index == i) for i in rows]
+    return _one_per_row(middle_frame_per_source(manifest.where(~is_still(manifest))))
 
 
 def _config(generator, quick: bool):

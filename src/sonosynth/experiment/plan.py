@@ -431,19 +431,27 @@ def generator_classes(generator: GeneratorSpec, train: Manifest, minority: str |
     return [minority]
 
 
+def is_still(manifest: Manifest) -> pd.Series:
+    """Per row: whether its source is a still image (not a frame of a video)."""
+    return manifest.table["source"].fillna("").str.lower().str.endswith(IMAGE_SUFFIXES)
+
+
+def middle_frame_per_source(manifest: Manifest) -> Manifest:
+    """One row per source (clip or still): its middle frame, so consecutive near-duplicates count once."""
+    table = manifest.table
+    ordered = table.reset_index().sort_values(["source", "frame_index", "path"])
+    picks = ordered.groupby("source", sort=True, dropna=False)["index"].apply(lambda ix: ix.iloc[len(ix) // 2])
+    return manifest.where(table.index.isin(picks.to_numpy()))
+
+
 def select_generator_images(train: Manifest, generator: GeneratorSpec, classes: list[str]) -> Manifest:
     """The training images a generator learns from, all from the fold's training side."""
     subset = train.with_labels(classes)
-    table = subset.table
     if generator.training_images == "stills":
         # The lung study trained SinDDM on still images only, not on frames of videos.
-        return subset.where(table["source"].fillna("").str.lower().str.endswith(IMAGE_SUFFIXES))
+        return subset.where(is_still(subset))
     if generator.training_images == "one_per_source":
-        # One frame per clip or still: the middle one, so consecutive near-duplicates do not count twice.
-        ordered = table.reset_index().sort_values(["source", "frame_index", "path"])
-        picks = ordered.groupby("source", sort=True, dropna=False)["index"].apply(lambda ix: ix.iloc[len(ix) // 2])
-        mask = table.index.isin(picks.to_numpy())
-        return subset.where(mask)
+        return middle_frame_per_source(subset)
     return subset
 
 
