@@ -143,37 +143,11 @@ def _in_child(function, args):
 
 
 # ------------------------------------------------------------------------------------------ quality
-def sliced_wasserstein(samples: list[np.ndarray], reference: np.ndarray, levels: int = 3, patch: int = 7,
-                       directions: int = 128, max_patches: int = 20000, seed: int = 0) -> float:
-    """Multi-scale SWD between 7x7 patch distributions (x 1e3); each level halves the resolution."""
-    import torch
-    from torch.nn import functional as F
+def sliced_wasserstein(samples: list[np.ndarray], reference: np.ndarray) -> float:
+    """Multi-scale SWD between 7x7 patch distributions (x 1e3) of uint8 images; see metrics.quality.swd."""
+    from sonosynth.metrics.quality.swd import patch_swd
 
-    rng = np.random.default_rng(seed)
-
-    def patches(images: list[np.ndarray], level: int) -> np.ndarray:
-        rows = []
-        for image in images:
-            tensor = torch.from_numpy(image.astype(np.float32) / 127.5 - 1)[None, None]
-            for _ in range(level):
-                tensor = F.avg_pool2d(tensor, 2)
-            rows.append(F.unfold(tensor, patch).squeeze(0).T.numpy())
-        stacked = np.concatenate(rows)
-        keep = rng.choice(len(stacked), size=min(max_patches, len(stacked)), replace=False)
-        return stacked[keep]
-
-    distances = []
-    quantiles = np.linspace(0, 1, 256)
-    for level in range(levels):
-        real, fake = patches([reference], level), patches(samples, level)
-        mean, std = real.mean(0), real.std(0) + 1e-6
-        real, fake = (real - mean) / std, (fake - mean) / std
-        projections = rng.standard_normal((real.shape[1], directions))
-        projections /= np.linalg.norm(projections, axis=0, keepdims=True)
-        a = np.quantile(real @ projections, quantiles, axis=0)
-        b = np.quantile(fake @ projections, quantiles, axis=0)
-        distances.append(np.abs(a - b).mean())
-    return float(np.mean(distances) * 1e3)
+    return patch_swd([s / 255.0 for s in samples], [reference / 255.0])
 
 
 def mean_ssim(samples: list[np.ndarray], reference: np.ndarray) -> float:

@@ -86,17 +86,19 @@ def test_lung_cpu_reaches_the_sinddm_options_through_the_spec():
     study = resolve_study(load_spec(CONFIGS[[p.stem for p in CONFIGS].index("lung-cpu")]))
     sinddm, fewddm = study.generator("SinDDM"), study.generator("FewDDM")
     assert sinddm.config.prediction == fewddm.config.prediction == "v"
-    assert (sinddm.config.budget_seconds, fewddm.config.budget_seconds) == (150, 195)
+    assert (sinddm.config.budget_seconds, fewddm.config.budget_seconds) == (150, 300)
     assert sinddm.config.coarsest_max == 32 and sinddm.config.sample_gamma_max == fewddm.config.sample_gamma_max == 0
     assert {config.precision for config in study.classifiers[0].configs.values()} == {"bf16"}
     assert fewddm.config.image_embedding and fewddm.spec.max_images_per_model == 3
+    assert fewddm.config.blurry_input and not sinddm.config.blurry_input
     assert {g.spec.image_choice for g in study.generators} == {"typical"}
     assert (study.quality.reader.image_size, study.quality.reader.stem_stride) == (128, 2)
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("prediction", "x0", "prediction"), ("budget", "soon", "budget"), ("compiled_depthwise_grad", "maybe",
-                                                                      "compiled_depthwise_grad")])
+                                                                      "compiled_depthwise_grad"),
+    ("blurry_input", "sometimes", "blurry_input")])
 def test_a_bad_sinddm_option_in_a_spec_names_the_field(tmp_path, field, value, message):
     from sonosynth.errors import SonosynthError
 

@@ -25,7 +25,14 @@ from sonosynth.generators.sinddm.network import SinDDMDenoiser, parameter_count
 from sonosynth.generators.sinddm.pyramid import blur_level, build_pyramid, plan_pyramid
 from sonosynth.generators.sinddm.sampling import SinDDMModel, generate, output_sizes
 from sonosynth.generators.sinddm.schedule import make_schedule, sampling_timesteps, start_steps
-from sonosynth.generators.sinddm.training import draw_batch, random_crops, scale_probabilities
+from sonosynth.generators.sinddm.training import (
+    batch_at,
+    draw_batch,
+    new_state,
+    random_crops,
+    scale_probabilities,
+    train_step,
+)
 
 
 def smoke_config(**changes) -> SinDDMConfig:
@@ -364,6 +371,64 @@ def test_fewddm_with_image_embedding_gives_each_sample_one_parent_and_its_embedd
         model.denoiser.image_embed.weight[1] += 5.0  # only seeds 1 and 4 use image 1
     changed = generate(model, [0, 1, 2, 4]) - generate(SinDDMModel.from_pretrained(folder, "cpu"), [0, 1, 2, 4])
     assert [bool(c.abs().max() > 1e-3) for c in changed] == [False, True, False, True]
+
+
+def test_blurry_input_network_takes_the_coarser_image_at_finer_scales_and_zeros_at_the_coarsest():
+    torch.manual_seed(0)
+    net = SinDDMDenoiser(1, 16, blurry_input=True)
+    x, t, blurry = torch.randn(2, 1, 24, 24), torch.tensor([5, 5]), torch.randn(2, 1, 24, 24)
+    torch.testing.assert_close(net(x, t, 0), net(x, t, 0, blurry=torch.zeros_like(x)))
+    assert (net(x, t, 1, blurry=blurry) - net(x, t, 1, blurry=blurry.flip(-1))).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="blurry_input"):
+        SinDDMDenoiser(1, 16)(x, t, 1, blurry=blurry)
+
+
+def _record_blurry_inputs(denoiser: SinDDMDenoiser) -> list[tuple[int, torch.Tensor | None]]:
+    """Wrap the denoiser's forward so every call's scale and blurry input are kept."""
+    calls, forward = [], denoiser.forward
+
+    def recording(x, t, scale, image=None, blurry=None):
+        calls.append((int(torch.as_tensor(scale).flatten()[0]), None if blurry is None else blurry.detach().clone()))
+        return forward(x, t, scale, image, blurry)
+
+    denoiser.forward = recording
+    return calls
+
+
+def test_blurry_input_training_shows_each_finer_scale_its_blurry_image(tmp_path):
+    config = smoke_config(blurry_input=True, compiled_depthwise_grad=False)  # the stock gradient: no compile wait
+    data = prepare_training_data([stripes(50, 50)], config)
+    state = new_state(config, torch.device("cpu"))
+    tables = DiffusionTables.build(config.timesteps, data.blur_levels)
+    calls = _record_blurry_inputs(state.model)
+    for scale in range(data.n_scales):
+        batch = batch_at(data, config, scale, 0)
+        train_step(state, data, tables, config, "fp32", batch)
+        seen_scale, seen = calls[-1]
+        assert seen_scale == scale
+        if scale == 0:
+            assert seen is None
+        else:
+            torch.testing.assert_close(seen, batch.blurry.float())
+
+
+def test_blurry_input_sampling_gives_each_finer_scale_the_upsampled_coarser_sample(stripe_manifest, tmp_path):
+    config = smoke_config(train_steps=20, blurry_input=True, compiled_depthwise_grad=False)
+    folder = create_generator("sinddm").fit(stripe_manifest, tmp_path / "fit", config, progress=False)
+    assert load_weights(folder / "model.safetensors")[0]["blocks.0.depthwise.weight"].shape[0] == 2  # x_t and x~
+    model = SinDDMModel.from_pretrained(folder, "cpu")
+    sizes = model.sizes
+    assert len(sizes) > 1
+    calls = _record_blurry_inputs(model.denoiser)
+    generate(model, [0, 1])
+    for scale in range(1, len(sizes)):
+        model.sizes = sizes[:scale]  # the same seeds draw the same coarser sample
+        coarser = generate(model, [0, 1])
+        expected = torch.nn.functional.interpolate(coarser, size=sizes[scale], mode="bilinear", align_corners=False)
+        given = [blurry for s, blurry in calls if s == scale]
+        assert given and all(torch.equal(blurry, given[0]) for blurry in given)
+        torch.testing.assert_close(given[0], expected)
+    assert all(blurry is None for s, blurry in calls if s == 0)
 
 
 def test_equal_time_scale_sampling_weights_scales_by_inverse_pixels():

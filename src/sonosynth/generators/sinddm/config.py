@@ -42,6 +42,13 @@ class SinDDMConfig(GeneratorConfig):
         "off, the official network, whose coarsest scale blends the k layouts. Not in the study or the "
         "official code; see network.py")
 
+    blurry_input: bool = Field(
+        False, description="the finer scales also take the upsampled coarser image x~ as input channels (as "
+        "cascaded diffusion models condition on the low-resolution image), so a finer scale refines the layout it "
+        "is given instead of re-drawing it from x~ buried in noise; the coarsest scale gets zeros. Off: the "
+        "official network, which sees x~ only through the noisy x_t. Not in the study or the official code; see "
+        "network.py")
+
     prediction: Literal["epsilon", "v"] = Field(
         "epsilon", description="what the denoiser outputs. 'epsilon' (official code): the noise. 'v' (Salimans & Ho "
         "2022): v = sqrt(ab_t) eps - sqrt(1 - ab_t) x0, converted to eps for the sampler. At the noisiest steps an "

@@ -17,6 +17,13 @@ sample's layout and starts from pure noise, so without it a network trained on k
 draws a blend of them; the finer scales refine an upsampled sample and stay shared by all images.
 The vectors start at zero, so an untrained embedding is the official network.
 
+Optional, not in the official code (SinDDMConfig.blurry_input): with `blurry_input` the network takes a
+second input, x~, the upsampled coarser image that a finer scale refines, concatenated to x_t as extra
+channels (as cascaded diffusion models condition on the low-resolution image, Ho et al. 2022). In the
+official network a finer scale sees x~ only through x_t, buried under noise of standard deviation
+sqrt(1 - ab_t) (0.89 at the first fine scale's start step), and each scale re-draws part of the layout;
+with x~ as an input the layout is given at every noise level. The coarsest scale gets zeros there.
+
 `compiled_depthwise_grad` swaps the depthwise convolutions for `depthwise.DepthwiseConv2d`: the same
 layer and weights, with a compiled weight gradient on the CPU (a speed switch; see that module).
 """
@@ -64,19 +71,22 @@ class ConditionedBlock(nn.Module):
 class SinDDMDenoiser(nn.Module):
     """epsilon_theta(x_t, t, s) for images of any size (fully convolutional)."""
 
-    def __init__(self, channels: int = 1, dim: int = 160, images: int = 0, compiled_depthwise_grad: bool = False) -> None:
+    def __init__(self, channels: int = 1, dim: int = 160, images: int = 0, compiled_depthwise_grad: bool = False,
+                 blurry_input: bool = False) -> None:
         super().__init__()
         if dim < 2 or dim % 2:
             raise ValueError(f"dim must be an even number >= 2, got {dim}")
         half = dim // 2
         self.channels = channels
+        self.blurry_input = blurry_input
         self.image_embed: nn.Embedding | None = None
         if images > 0:
             self.image_embed = nn.Embedding(images, EMBEDDING_DIM)
             nn.init.zeros_(self.image_embed.weight)
         self.embed = nn.Sequential(nn.Linear(2 * EMBEDDING_DIM, 4 * EMBEDDING_DIM), nn.GELU(),
                                    nn.Linear(4 * EMBEDDING_DIM, EMBEDDING_DIM))
-        widths = ((channels, half), (half, dim), (dim, dim), (dim, half))
+        inputs = 2 * channels if blurry_input else channels
+        widths = ((inputs, half), (half, dim), (dim, dim), (dim, half))
         self.blocks = nn.ModuleList([ConditionedBlock(w_in, w_out, compiled_depthwise_grad=compiled_depthwise_grad)
                                      for w_in, w_out in widths])
         self.output = nn.Conv2d(half, channels, 1)
@@ -87,8 +97,10 @@ class SinDDMDenoiser(nn.Module):
         return 0 if self.image_embed is None else self.image_embed.num_embeddings
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, scale: torch.Tensor | int,
-                image: torch.Tensor | int | None = None) -> torch.Tensor:
-        """`image`: the training image index per batch element (networks built with `images` > 0 only)."""
+                image: torch.Tensor | int | None = None, blurry: torch.Tensor | None = None) -> torch.Tensor:
+        """`image`: the training image index per batch element (networks built with `images` > 0 only);
+        `blurry`: the upsampled coarser image x~ (networks built with `blurry_input` only; None at the coarsest
+        scale, which gets zeros)."""
         scale = torch.as_tensor(scale, device=x.device).expand(t.shape)
         embedding = torch.cat((sinusoidal_embedding(t), sinusoidal_embedding(scale)), dim=1)
         condition = self.embed(embedding.to(self.output.weight.dtype))
@@ -98,6 +110,10 @@ class SinDDMDenoiser(nn.Module):
             index = torch.as_tensor(image, device=x.device).expand(t.shape)
             coarsest = (scale == 0).to(condition.dtype)[:, None]
             condition = condition + coarsest * self.image_embed(index).to(condition.dtype)
+        if self.blurry_input:
+            x = torch.cat((x, torch.zeros_like(x) if blurry is None else blurry.to(x.dtype)), dim=1)
+        elif blurry is not None:
+            raise ValueError("this denoiser was built without blurry_input: it takes no coarser image")
         for block in self.blocks:
             x = block(x, condition)
         return self.output(x)

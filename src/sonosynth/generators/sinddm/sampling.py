@@ -67,7 +67,7 @@ class SinDDMModel(PretrainedGenerator):
     def _from_weights(cls, folder: Path, record: CheckpointRecord, config: SinDDMConfig,
                       tensors: dict[str, torch.Tensor], device: torch.device) -> SinDDMModel:
         embedded = tensors["image_embed.weight"].shape[0] if "image_embed.weight" in tensors else 0
-        denoiser = SinDDMDenoiser(config.channels, config.dim, embedded)
+        denoiser = SinDDMDenoiser(config.channels, config.dim, embedded, blurry_input=config.blurry_input)
         denoiser.load_state_dict(tensors)
         fmt = torch.channels_last if config.channels_last else torch.contiguous_format
         denoiser = denoiser.to(device=device, memory_format=fmt).eval().requires_grad_(False)
@@ -160,9 +160,14 @@ def generate(model: SinDDMModel, seeds: list[int], *, size: tuple[int, int] | No
     images = model.denoiser.images
     image = torch.tensor([s % images for s in seeds], device=device) if images else None
 
-    def predict(x: torch.Tensor, t: int, scale: int) -> torch.Tensor:
+    def predict(x: torch.Tensor, t: int, scale: int, blurry: torch.Tensor | None = None) -> torch.Tensor:
+        if not config.blurry_input:
+            blurry = None
+        elif blurry is not None:
+            blurry = blurry.contiguous(memory_format=fmt)
         with autocast(device, precision):
-            out = model.denoiser(x.contiguous(memory_format=fmt), torch.full((n,), t, device=device), scale, image)
+            out = model.denoiser(x.contiguous(memory_format=fmt), torch.full((n,), t, device=device), scale, image,
+                                 blurry)
         if on_call is not None:
             on_call()
         if config.prediction == "v":
@@ -196,7 +201,7 @@ def generate(model: SinDDMModel, seeds: list[int], *, size: tuple[int, int] | No
         for i, t in enumerate(steps):
             prev = steps[i + 1] if i + 1 < len(steps) else -1
             ab = schedule.alpha_bar_at(t)
-            x0_mix = x0_estimate(x, predict(x, t, scale), ab)
+            x0_mix = x0_estimate(x, predict(x, t, scale, blurry), ab)
             sharp = (x0_mix - gammas[t] * blurry) / (1.0 - gammas[t])
             if prev < 0:
                 x = sharp.clamp_(-1.0, 1.0)

@@ -60,7 +60,8 @@ def new_state(config: SinDDMConfig, device: torch.device, images: int = 1) -> Tr
     """A fresh model, EMA and optimizer; `images` sizes the per-image embedding when the config asks for one."""
     embedded = images if config.image_embedding else 0
     model = SinDDMDenoiser(config.channels, config.dim, embedded,
-                           compiled_depthwise_grad=config.compiled_depthwise_grad).to(
+                           compiled_depthwise_grad=config.compiled_depthwise_grad,
+                           blurry_input=config.blurry_input).to(
         device=device, memory_format=memory_format(config))
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -163,7 +164,8 @@ def training_loss(model: SinDDMDenoiser, tables: DiffusionTables, batch: Batch, 
     if prediction == "v":
         target = velocity(clean_target(sharp, batch.blurry, t, batch.scale, tables), noise, tables.alpha_bar[t])
     with autocast(sharp.device, precision):
-        predicted = model(noisy, t, batch.scale, batch.image)
+        blurry = batch.blurry.contiguous(memory_format=fmt) if model.blurry_input and batch.scale > 0 else None
+        predicted = model(noisy, t, batch.scale, batch.image, blurry)
     if batch.mask is None:
         return F.l1_loss(predicted.float(), target)
     errors = (predicted.float() - target).abs() * batch.mask
