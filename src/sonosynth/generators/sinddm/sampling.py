@@ -10,7 +10,8 @@ is 0 for omega = 0): with g_t = min(gamma_t^s, gamma_max) (official gamma_max: 0
     target   = g_{t-1} x~ + (1 - g_{t-1}) sharp                 (clamped)
     x_{t-1}  = sqrt(ab_{t-1}) target + sqrt(1 - ab_{t-1}) (x_t - sqrt(ab_t) x0_mix) / sqrt(1 - ab_t)
 
-and the last step returns clamp(sharp). Written as sharp = x~ + (x0_mix - x~) / (1 - g_t), the update
+and the last step returns clamp(sharp). A network built with blurry_input (not official) also takes x~
+as input at every step of scale s. Written as sharp = x~ + (x0_mix - x~) / (1 - g_t), the update
 multiplies whatever the network adds to x~ by 1 / (1 - g_t); the `cpu` preset sets gamma_max = 0
 (SinDDMConfig.sample_gamma_max says why), the `paper` preset keeps 0.55. A v-prediction model
 (SinDDMConfig.prediction = "v", not official) enters these updates through
@@ -161,10 +162,7 @@ def generate(model: SinDDMModel, seeds: list[int], *, size: tuple[int, int] | No
     image = torch.tensor([s % images for s in seeds], device=device) if images else None
 
     def predict(x: torch.Tensor, t: int, scale: int, blurry: torch.Tensor | None = None) -> torch.Tensor:
-        if not config.blurry_input:
-            blurry = None
-        elif blurry is not None:
-            blurry = blurry.contiguous(memory_format=fmt)
+        blurry = blurry.contiguous(memory_format=fmt) if config.blurry_input and blurry is not None else None
         with autocast(device, precision):
             out = model.denoiser(x.contiguous(memory_format=fmt), torch.full((n,), t, device=device), scale, image,
                                  blurry)
