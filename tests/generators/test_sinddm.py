@@ -395,7 +395,7 @@ def _record_blurry_inputs(denoiser: SinDDMDenoiser) -> list[tuple[int, torch.Ten
     return calls
 
 
-def test_blurry_input_training_shows_each_finer_scale_its_blurry_image(tmp_path):
+def test_blurry_input_training_shows_each_finer_scale_its_blurry_image():
     config = smoke_config(blurry_input=True, compiled_depthwise_grad=False)  # the stock gradient: no compile wait
     data = prepare_training_data([stripes(50, 50)], config)
     state = new_state(config, torch.device("cpu"))
