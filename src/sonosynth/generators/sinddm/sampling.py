@@ -161,11 +161,11 @@ def generate(model: SinDDMModel, seeds: list[int], *, size: tuple[int, int] | No
     images = model.denoiser.images
     image = torch.tensor([s % images for s in seeds], device=device) if images else None
 
-    def predict(x: torch.Tensor, t: int, scale: int, blurry: torch.Tensor | None = None) -> torch.Tensor:
-        blurry = blurry.contiguous(memory_format=fmt) if config.blurry_input and blurry is not None else None
+    def predict(x: torch.Tensor, t: int, scale: int, given: torch.Tensor | None = None) -> torch.Tensor:
+        """`given`: the network's blurry input (blurry_input models at the finer scales, else None)."""
         with autocast(device, precision):
             out = model.denoiser(x.contiguous(memory_format=fmt), torch.full((n,), t, device=device), scale, image,
-                                 blurry)
+                                 given)
         if on_call is not None:
             on_call()
         if config.prediction == "v":
@@ -195,11 +195,12 @@ def generate(model: SinDDMModel, seeds: list[int], *, size: tuple[int, int] | No
         ab_start = schedule.alpha_bar_at(min(start, schedule.timesteps - 1))
         x = math.sqrt(ab_start) * blurry + math.sqrt(1.0 - ab_start) * noise((channels, *sizes[scale]))
         gammas = tables.gammas[scale].clamp(0.0, gamma_max).tolist()
+        given = blurry.contiguous(memory_format=fmt) if config.blurry_input else None  # once per scale, not per step
         steps = sampling_timesteps(start, stride)
         for i, t in enumerate(steps):
             prev = steps[i + 1] if i + 1 < len(steps) else -1
             ab = schedule.alpha_bar_at(t)
-            x0_mix = x0_estimate(x, predict(x, t, scale, blurry), ab)
+            x0_mix = x0_estimate(x, predict(x, t, scale, given), ab)
             sharp = (x0_mix - gammas[t] * blurry) / (1.0 - gammas[t])
             if prev < 0:
                 x = sharp.clamp_(-1.0, 1.0)
